@@ -1,0 +1,157 @@
+"""Make basicsr 1.4.2 work with current torchvision and on CPU.
+
+Imported by ``segsr/__init__.py`` before anything from basicsr. Every patch here fixes a concrete breakage of
+the newest basicsr release; nothing else belongs in this module. Each patch is applied once and is idempotent.
+
+Fixes:
+    1. ``basicsr.data.degradations`` imports ``torchvision.transforms.functional_tensor`` (removed from
+       torchvision 0.17): a shim module re-exports ``rgb_to_grayscale`` from ``functional``.
+    2. ``basicsr.train.load_resume_state`` maps the state to ``torch.cuda.current_device()`` (fails on CPU) and
+       looks for ``--auto_resume`` states relative to the working directory: replaced by a device-aware loader
+       that looks in ``opt['path']['training_states']``.
+    3. ``basicsr.utils.dist_util`` always uses NCCL and ``torch.cuda.set_device``: on a machine without CUDA the
+       pytorch launcher now uses gloo; ``BaseModel.model_to_device`` wraps in DDP without ``device_ids`` on CPU.
+    4. ``BaseModel.get_optimizer`` knows only Adam: any ``torch.optim`` optimizer is accepted by class name.
+    5. ``PerceptualLoss(criterion='l2')`` calls the non-existent ``torch.nn.L2loss``.
+    6. ``BaseModel.save_network`` / ``save_training_state`` write in place (a crash mid-write leaves a truncated
+       latest file) and swallow errors: replaced by atomic writes.
+    7. ``parse_options`` ignores ``path.experiments_root`` / ``path.results_root``, sends a stock ``num_gpu: 1``
+       config to CUDA on a CPU-only machine, and reports an unknown ``type`` only deep inside building.
+"""
+import os
+import sys
+import types
+
+import torch
+import torchvision.transforms.functional as _tv_functional
+
+_PATCHED = False
+
+
+def _install_functional_tensor_shim() -> None:
+    name = 'torchvision.transforms.functional_tensor'
+    if name in sys.modules:
+        return
+    try:  # an old torchvision still ships it
+        __import__(name)
+        return
+    except ImportError:
+        pass
+    shim = types.ModuleType(name)
+    shim.rgb_to_grayscale = _tv_functional.rgb_to_grayscale
+    sys.modules[name] = shim
+
+
+def _load_resume_state(opt: dict):
+    """Device-aware replacement of ``basicsr.train.load_resume_state``."""
+    from basicsr.utils import check_resume, scandir
+
+    resume_state_path = None
+    if opt['auto_resume']:
+        state_path = opt['path']['training_states']
+        if os.path.isdir(state_path):
+            states = [int(v[:-len('.state')]) for v in scandir(state_path, suffix='.state', recursive=False)
+                      if v[:-len('.state')].isdigit()]
+            if states:
+                resume_state_path = os.path.join(state_path, f'{max(states)}.state')
+                opt['path']['resume_state'] = resume_state_path
+    elif opt['path'].get('resume_state'):
+        resume_state_path = opt['path']['resume_state']
+
+    if resume_state_path is None:
+        return None
+    if not os.path.isfile(resume_state_path):
+        raise FileNotFoundError(f"path.resume_state: no training state at '{resume_state_path}'.")
+    device = torch.device('cuda', torch.cuda.current_device()) if opt['num_gpu'] != 0 else torch.device('cpu')
+    # Training states hold optimizer and scheduler objects written by our own runs.
+    resume_state = torch.load(resume_state_path, map_location=device, weights_only=False)
+    check_resume(opt, resume_state['iter'])
+    return resume_state
+
+
+def _init_dist_pytorch(backend: str = 'nccl', **kwargs) -> None:
+    """``torchrun`` initialisation that falls back to gloo when CUDA is absent."""
+    import torch.distributed as dist
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', os.environ['RANK'])) % torch.cuda.device_count())
+    else:
+        backend = 'gloo'
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+def _model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    net = net.to(self.device)
+    if self.opt['dist']:
+        find_unused = self.opt.get('find_unused_parameters', False)
+        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+        net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
+    elif self.opt['num_gpu'] > 1:
+        net = DataParallel(net)
+    return net
+
+
+def _get_optimizer(self, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
+    from segsr.utils.options import build_optimizer
+
+    return build_optimizer(optim_type, params, lr, **kwargs)
+
+
+def _patch_perceptual_l2() -> None:
+    from basicsr.losses.basic_loss import PerceptualLoss
+
+    original_init = PerceptualLoss.__init__
+    if getattr(original_init, '_segsr_patched', False):
+        return
+
+    def __init__(self, *args, criterion='l1', **kwargs):
+        original_init(self, *args, criterion='l1' if criterion == 'l2' else criterion, **kwargs)
+        if criterion == 'l2':
+            self.criterion_type = 'l2'
+            self.criterion = torch.nn.MSELoss()
+
+    __init__._segsr_patched = True
+    PerceptualLoss.__init__ = __init__
+
+
+def _wrap_parse_options(original):
+    if getattr(original, '_segsr_patched', False):
+        return original
+
+    def parse_options(root_path, is_train=True):
+        from segsr.utils.options import finalize_options
+
+        opt, args = original(root_path, is_train=is_train)
+        finalize_options(opt, args.opt, is_train=is_train)
+        return opt, args
+
+    parse_options._segsr_patched = True
+    return parse_options
+
+
+def apply() -> None:
+    """Apply every patch (idempotent). Called by ``import segsr``."""
+    global _PATCHED
+    if _PATCHED:
+        return
+    _install_functional_tensor_shim()
+
+    import basicsr.test
+    import basicsr.train
+    import basicsr.utils.dist_util as dist_util
+    from basicsr.models.base_model import BaseModel
+
+    from segsr.utils.checkpoint import save_network, save_training_state
+
+    basicsr.train.load_resume_state = _load_resume_state
+    basicsr.train.parse_options = _wrap_parse_options(basicsr.train.parse_options)
+    basicsr.test.parse_options = _wrap_parse_options(basicsr.test.parse_options)
+    dist_util._init_dist_pytorch = _init_dist_pytorch
+    BaseModel.model_to_device = _model_to_device
+    BaseModel.get_optimizer = _get_optimizer
+    BaseModel.save_network = save_network
+    BaseModel.save_training_state = save_training_state
+    _patch_perceptual_l2()
+    _PATCHED = True
