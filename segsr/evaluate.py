@@ -1,0 +1,235 @@
+"""Score bicubic and any generator checkpoints on a labelled set with one frozen judge.
+
+``python segsr/evaluate.py -opt options/evaluate_demo.yml`` writes ``results.md`` (Markdown table),
+``results.json`` and ``grid.png`` (LR | each method | HR, with the judge's segmentation under each) to
+``output_dir`` (default ``results/<name>``).
+
+Config keys:
+    name: Run name.
+    scale: SR scale.
+    num_gpu: 0 for CPU, ``auto`` (default) to use CUDA when present.
+    dataset: A ``PairedImageSegDataset`` block (validation phase: whole images, cropped to a multiple of scale).
+    judge: ``{network: {...}, path: ..., param_key: params}`` (see :mod:`segsr.models.task_eval`).
+    metrics: BasicSR metric blocks; default PSNR and SSIM on Y with a ``scale``-pixel border.
+    methods: List of ``{name, type}`` with type ``bicubic``, ``hr`` (the HR image itself: the judge's upper bound)
+        or ``generator`` (``network_g`` block + ``path`` + optional ``param_key``, default ``params_ema`` falling
+        back to ``params``): ours or stock BasicSR ``net_g`` files.
+    grid: ``{num_images: 3}``.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import OrderedDict
+from copy import deepcopy
+from typing import Callable, Dict, List, Optional
+
+if __package__ in (None, ''):  # run as a script: make the repository importable ahead of segsr/ itself
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+import segsr  # noqa: E402,F401
+from basicsr.archs import build_network  # noqa: E402
+from basicsr.data import build_dataset  # noqa: E402
+from basicsr.utils import get_root_logger, get_time_str  # noqa: E402
+
+from segsr.models.base import freeze, load_checkpoint  # noqa: E402
+from segsr.models.seg_task_model import upsample_bicubic  # noqa: E402
+from segsr.models.task_eval import TaskScorer, build_judge, network_predictor  # noqa: E402
+from segsr.utils.options import check_registered_types  # noqa: E402
+from segsr.utils.visual import colorize, make_grid, make_panel, save_rgb, tensor_to_rgb  # noqa: E402
+
+SRFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+METHOD_TYPES = ('bicubic', 'hr', 'generator')
+
+
+def load_config(path: str) -> dict:
+    """Read and validate an evaluation config (errors name the file and key)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'evaluation config {path} does not exist.')
+    with open(path, 'r') as f:
+        cfg = yaml.safe_load(f) or {}
+    for key in ('name', 'scale', 'dataset', 'judge', 'methods'):
+        if key not in cfg:
+            raise ValueError(f"{path}: key '{key}' is required.")
+    if not isinstance(cfg['methods'], list) or not cfg['methods']:
+        raise ValueError(f"{path}: 'methods' must be a non-empty list.")
+    for i, method in enumerate(cfg['methods']):
+        if method.get('type') not in METHOD_TYPES or not method.get('name'):
+            raise ValueError(f"{path}: methods[{i}] needs a 'name' and a 'type' in {list(METHOD_TYPES)}.")
+        if method['type'] == 'generator' and (not isinstance(method.get('network_g'), dict) or not method.get('path')):
+            raise ValueError(f"{path}: methods[{i}] ('{method['name']}') needs 'network_g' and 'path'.")
+    typed = {'datasets': {'val': cfg['dataset']}, 'val': {'judge': cfg['judge'], 'metrics': cfg.get('metrics') or {}}}
+    for i, method in enumerate(cfg['methods']):
+        if method['type'] == 'generator':
+            typed[f'network_g_{i}'] = method['network_g']
+    check_registered_types(typed, source=path)
+    return cfg
+
+
+def default_metrics(scale: int) -> dict:
+    return OrderedDict(
+        psnr=dict(type='calculate_psnr', crop_border=scale, test_y_channel=True),
+        ssim=dict(type='calculate_ssim', crop_border=scale, test_y_channel=True))
+
+
+def build_method(method: dict, device: torch.device) -> SRFn:
+    """Return ``fn(lq, gt) -> sr`` for one method entry."""
+    if method['type'] == 'bicubic':
+        return lambda lq, gt: upsample_bicubic(lq, gt.shape[-2:])
+    if method['type'] == 'hr':
+        return lambda lq, gt: gt
+    net = build_network(method['network_g'])
+    param_key = method.get('param_key', 'params_ema')
+    load_checkpoint(net, method['path'], param_key, f"methods['{method['name']}'].path")
+    net = freeze(net.to(device))
+
+    def generate(lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        sr = net(lq)
+        if sr.shape[-2:] != gt.shape[-2:]:
+            raise ValueError(f"method '{method['name']}': output {tuple(sr.shape[-2:])} != HR {tuple(gt.shape[-2:])}"
+                             '; check scale and network_g.')
+        return sr
+
+    return generate
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate_method(fn: SRFn, dataset, scorer: TaskScorer, device: torch.device, keep: int) -> dict:
+    """Run one method over the dataset; returns summary, seconds per image and the first ``keep`` pictures."""
+    seconds, pictures = 0.0, []
+    for idx in range(len(dataset)):
+        sample = dataset[idx]
+        lq = sample['lq'].unsqueeze(0).to(device)
+        gt = sample['gt'].unsqueeze(0).to(device)
+        _sync(device)
+        start = time.perf_counter()
+        sr = fn(lq, gt).clamp(0, 1)
+        _sync(device)
+        seconds += time.perf_counter() - start
+        record = scorer.add(sr, gt, sample['seg'].unsqueeze(0))
+        if idx < keep:
+            pictures.append((tensor_to_rgb(sr), record['judge_pred']))
+    summary = scorer.summary()
+    summary['sec_per_img'] = seconds / max(len(dataset), 1)
+    return dict(summary=summary, pictures=pictures)
+
+
+def picture_grid(dataset, results: Dict[str, dict], keep: int) -> np.ndarray:
+    """Rows of ``LR | method... `` images over their judge segmentations; the LR column shows the ground truth."""
+    palette, num_classes = getattr(dataset, 'palette', None), dataset.opt['num_classes']
+    rows = []
+    for idx in range(min(keep, len(dataset))):
+        sample = dataset[idx]
+        gt_rgb = tensor_to_rgb(sample['gt'])
+        images, segs = [tensor_to_rgb(sample['lq'])], [colorize(sample['seg'].numpy(), palette, num_classes)]
+        for res in results.values():
+            sr_rgb, pred = res['pictures'][idx]
+            images.append(sr_rgb)
+            segs.append(colorize(pred, palette, num_classes))
+        names = ['LR'] + list(results.keys())
+        rows.append(make_panel([_resize_like(img, gt_rgb) for img in images], names))
+        rows.append(make_panel(segs, ['ground truth'] + [f'judge on {n}' for n in results]))
+    return make_grid(rows)
+
+
+def _resize_like(img: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if img.shape[:2] == ref.shape[:2]:
+        return img
+    return cv2.resize(img, (ref.shape[1], ref.shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def markdown_table(results: Dict[str, dict], metric_names: List[str]) -> str:
+    header = ['method'] + metric_names + ['judge mIoU', 'judge pixel acc', 's / image']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for name, res in results.items():
+        s = res['summary']
+        cells = [name] + [_fmt(s.get(m), 4 if 'ssim' in m else 2) for m in metric_names]
+        cells += [_fmt(s['judge_miou'], 2), _fmt(s['judge_pixacc'], 2), _fmt(s['sec_per_img'], 4)]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def _fmt(value: Optional[float], digits: int) -> str:
+    return 'n/a' if value is None or (isinstance(value, float) and np.isnan(value)) else f'{value:.{digits}f}'
+
+
+def run_evaluation(cfg: dict, output_dir: Optional[str] = None) -> dict:
+    """Evaluate every method of a (validated) config; write table, JSON and grid; return the results dict."""
+    cfg = deepcopy(cfg)
+    num_gpu = cfg.get('num_gpu', 'auto')
+    use_cuda = torch.cuda.is_available() and num_gpu != 0
+    device = torch.device('cuda' if use_cuda else 'cpu')
+    output_dir = output_dir or cfg.get('output_dir') or os.path.join('results', cfg['name'])
+    os.makedirs(output_dir, exist_ok=True)
+    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO,
+                             log_file=os.path.join(output_dir, f"evaluate_{cfg['name']}_{get_time_str()}.log"))
+    dataset_opt = dict(cfg['dataset'], phase='val', scale=cfg['scale'])
+    dataset = build_dataset(dataset_opt)
+    judge = build_judge(cfg['judge'], device, 'judge')
+    if int(judge.num_classes) != int(dataset_opt['num_classes']):
+        raise ValueError(f"judge.network.num_classes = {judge.num_classes} != dataset.num_classes = "
+                         f"{dataset_opt['num_classes']}.")
+    metrics = cfg.get('metrics') or default_metrics(cfg['scale'])
+    keep = int((cfg.get('grid') or {}).get('num_images', 3))
+    results: Dict[str, dict] = OrderedDict()
+    for method in cfg['methods']:
+        fn = build_method(method, device)
+        scorer = TaskScorer(metrics, {'judge': network_predictor(judge)}, dataset_opt['num_classes'],
+                            dataset_opt.get('ignore_index', 255))
+        results[method['name']] = evaluate_method(fn, dataset, scorer, device, keep)
+        s = results[method['name']]['summary']
+        logger.info(f"{method['name']}: judge mIoU {s['judge_miou']:.2f}, pixel acc {s['judge_pixacc']:.2f}, "
+                    + ', '.join(f'{m} {s[m]:.4f}' for m in metrics if m in s))
+    table = markdown_table(results, list(metrics))
+    with open(os.path.join(output_dir, 'results.md'), 'w') as f:
+        f.write(f"# {cfg['name']}: x{cfg['scale']} on {dataset_opt['name']} ({len(dataset)} images)\n\n{table}")
+    payload = {name: _finite_or_none(res['summary']) for name, res in results.items()}
+    with open(os.path.join(output_dir, 'results.json'), 'w') as f:
+        json.dump(dict(name=cfg['name'], scale=cfg['scale'], dataset=dataset_opt['name'], num_images=len(dataset),
+                       class_names=getattr(dataset, 'class_names', None), device=str(device), methods=payload),
+                  f, indent=2, default=_json_default, allow_nan=False)
+    save_rgb(os.path.join(output_dir, 'grid.png'), picture_grid(dataset, results, keep))
+    logger.info(f'Evaluation table ({output_dir}/results.md):\n{table}')
+    return payload
+
+
+def _finite_or_none(value):
+    """Replace NaN (undefined IoU) by None, recursively, so the JSON is standard."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f'not JSON serialisable: {type(value)}')
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('-opt', required=True, help='Path to the evaluation YAML config.')
+    parser.add_argument('--output_dir', default=None, help='Where to write results (default: results/<name>).')
+    args = parser.parse_args(argv)
+    run_evaluation(load_config(args.opt), args.output_dir)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,113 @@
+"""Shared model plumbing for segsr's models (a mixin for BasicSR ``BaseModel`` subclasses).
+
+BasicSR pops ``type`` out of ``train.optim_*`` and ``train.scheduler`` (mutating the options) and knows only two
+scheduler families. The helpers here read option blocks without mutating them, accept any ``torch.optim`` optimizer
+and ``torch.optim.lr_scheduler`` scheduler, and load/freeze auxiliary networks in one place.
+"""
+import os
+from typing import Iterable, List, Optional
+
+import torch
+from basicsr.archs import build_network
+from basicsr.utils import get_root_logger
+from torch import nn
+
+from segsr.utils.options import build_optimizer_from_opt, build_scheduler
+
+
+class SegsrModelMixin:
+    """Mixin for ``basicsr.models.base_model.BaseModel`` subclasses. Put it first in the bases."""
+
+    def build_optimizer(self, key: str, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """Build ``train.<key>`` (e.g. ``optim_g``) for ``params``, append it to ``self.optimizers`` and return it."""
+        train_opt = self.opt['train']
+        if key not in train_opt:
+            raise ValueError(f"Option 'train.{key}' is required by {type(self).__name__}.")
+        params = [p for p in params if p.requires_grad]
+        optimizer = build_optimizer_from_opt(train_opt[key], params, f'train.{key}')
+        self.optimizers.append(optimizer)
+        return optimizer
+
+    def setup_schedulers(self) -> None:
+        """One scheduler per optimizer from ``train.scheduler`` (not mutated); none when the block is absent."""
+        sched_opt = self.opt['train'].get('scheduler')
+        if not sched_opt:
+            return
+        total_iter = int(self.opt['train'].get('total_iter', 0))
+        self.schedulers = [build_scheduler(sched_opt, optimizer, total_iter) for optimizer in self.optimizers]
+
+    def get_current_learning_rate(self) -> List[float]:
+        return [group['lr'] for group in self.optimizers[0].param_groups]
+
+    def load_network_from_path_opt(self, net: nn.Module, label: str) -> None:
+        """Load ``path.pretrain_network_<label>`` (with ``param_key_<label>``, ``strict_load_<label>``) if set."""
+        path_opt = self.opt['path']
+        load_path = path_opt.get(f'pretrain_network_{label}')
+        if load_path is not None:
+            self.load_network(net, load_path, path_opt.get(f'strict_load_{label}', True),
+                              path_opt.get(f'param_key_{label}', 'params'))
+
+    def build_frozen_network(self, net_opt: dict, option_name: str, load_path: Optional[str] = None,
+                             param_key: Optional[str] = 'params') -> nn.Module:
+        """Build a network that is never trained: eval mode, no gradients, on ``self.device``, never DDP-wrapped.
+
+        Args:
+            net_opt: Network option block with ``type``.
+            option_name: Option name for error messages (e.g. ``val.judge.network``).
+            load_path: Checkpoint to load (BasicSR format or plain state dict); None keeps the constructor's weights.
+            param_key: Key inside the checkpoint; falls back to ``params`` / the plain dict.
+        """
+        if not isinstance(net_opt, dict) or 'type' not in net_opt:
+            raise ValueError(f"Option '{option_name}' must be a network block with a 'type'.")
+        net = build_network(net_opt)
+        if load_path is not None:
+            load_checkpoint(net, load_path, param_key, option_name)
+        return freeze(net.to(self.device))
+
+
+def freeze(net: nn.Module) -> nn.Module:
+    """Put ``net`` in eval mode and switch off gradients of all its parameters (returns it)."""
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def load_checkpoint(net: nn.Module, path: str, param_key: Optional[str] = 'params', option_name: str = 'path',
+                    strict: bool = True) -> None:
+    """Load a BasicSR checkpoint (``{'params': ..}`` / ``{'params_ema': ..}``) or a plain state dict into ``net``.
+
+    Raises:
+        FileNotFoundError / ValueError: naming ``option_name`` and the file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Option '{option_name}': checkpoint file '{path}' does not exist.")
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # corrupt or foreign file
+        raise ValueError(f"Option '{option_name}': cannot read checkpoint '{path}': {err}") from err
+    if isinstance(state, dict) and param_key is not None and param_key in state:
+        state = state[param_key]
+    elif isinstance(state, dict) and 'params' in state and isinstance(state['params'], dict):
+        state = state['params']
+    state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
+    try:
+        net.load_state_dict(state, strict=strict)
+    except RuntimeError as err:
+        raise ValueError(f"Option '{option_name}': checkpoint '{path}' does not fit {type(net).__name__}: {err}") \
+            from err
+    get_root_logger().info(f'Loaded {type(net).__name__} from {path} (param key: {param_key}).')
+
+
+def dataset_num_classes(opt: dict) -> dict:
+    """``{'datasets.<phase>.num_classes': value}`` for every dataset block that declares ``num_classes``."""
+    return {f'datasets.{phase}.num_classes': d['num_classes']
+            for phase, d in (opt.get('datasets') or {}).items() if isinstance(d, dict) and 'num_classes' in d}
+
+
+def check_num_classes(opt: dict, num_classes: int, option_name: str) -> None:
+    """Raise ``ValueError`` naming both options when a dataset's ``num_classes`` differs from ``num_classes``."""
+    for key, value in dataset_num_classes(opt).items():
+        if int(value) != int(num_classes):
+            raise ValueError(f"Option '{option_name}' = {num_classes} does not match '{key}' = {value}: "
+                             'the networks and the data must agree on the number of classes.')

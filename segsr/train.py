@@ -1,0 +1,22 @@
+"""Training entry point: ``python segsr/train.py -opt options/X.yml`` (same flags as ``basicsr/train.py``).
+
+Experiments go to ``./experiments/<name>`` under the current directory, or to ``path.experiments_root``.
+Multi-process: ``torchrun --nproc_per_node=N segsr/train.py -opt X.yml --launcher pytorch`` (NCCL on GPUs, gloo on
+CPU).
+"""
+import os
+import sys
+
+if __package__ in (None, ''):  # run as a script: make the repository importable ahead of segsr/ itself
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import segsr  # noqa: E402,F401  (compat patches + registration before basicsr's pipeline)
+import basicsr.train  # noqa: E402
+
+
+def main() -> None:
+    basicsr.train.train_pipeline(os.getcwd())
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,99 @@
+"""Pictures for people: palette-coloured label maps and captioned panels / grids."""
+import os
+from typing import List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+
+def default_palette(num_classes: int) -> np.ndarray:
+    """PASCAL VOC-style bit-interleaved palette, ``num_classes x 3`` uint8 RGB (distinct colours)."""
+    palette = np.zeros((num_classes, 3), dtype=np.uint8)
+    for i in range(num_classes):
+        c, r, g, b = i + 1, 0, 0, 0  # start at 1 so class 0 is not black (black marks ignored pixels)
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[i] = (r, g, b)
+    return palette
+
+
+def colorize(label: np.ndarray, palette: Optional[Sequence[Sequence[int]]] = None, num_classes: Optional[int] = None,
+             ignore_color: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """Colour a class map.
+
+    Args:
+        label: ``H x W`` integer class map; values outside the palette (e.g. 255) get ``ignore_color``.
+        palette: ``N x 3`` RGB colours; default :func:`default_palette`.
+        num_classes: Palette size when ``palette`` is None; default ``label.max() + 1`` of valid labels.
+        ignore_color: RGB colour of pixels outside the palette.
+
+    Returns:
+        ``H x W x 3`` uint8 RGB image.
+    """
+    label = np.asarray(label).astype(np.int64)
+    if palette is None:
+        palette = default_palette(num_classes or int(label[label < 255].max(initial=0)) + 1)
+    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    table = np.concatenate([palette, np.asarray(ignore_color, dtype=np.uint8)[None]], axis=0)
+    idx = np.where((label >= 0) & (label < len(palette)), label, len(palette))
+    return table[idx]
+
+
+def tensor_to_rgb(img: torch.Tensor) -> np.ndarray:
+    """``[1 x] 3 x H x W`` float RGB tensor in [0, 1] -> ``H x W x 3`` uint8 RGB array."""
+    img = img.detach().float().cpu()
+    if img.dim() == 4:
+        img = img[0]
+    return (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+
+
+def _caption(img: np.ndarray, text: str, height: int = 18) -> np.ndarray:
+    bar = np.full((height, img.shape[1], 3), 255, dtype=np.uint8)
+    scale = 0.45
+    cv2.putText(bar, text[:max(1, img.shape[1] // 8)], (3, height - 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    return np.concatenate([bar, img], axis=0)
+
+
+def _fit(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    if img.shape[:2] == (height, width):
+        return img
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def make_panel(images: Sequence[np.ndarray], captions: Optional[Sequence[str]] = None, gap: int = 4) -> np.ndarray:
+    """Place RGB images side by side (resized to the first one's size), each with an optional caption."""
+    height, width = images[0].shape[:2]
+    tiles = []
+    for i, img in enumerate(images):
+        tile = _fit(img, height, width)
+        if captions is not None:
+            tile = _caption(tile, captions[i])
+        tiles.append(tile)
+        if i < len(images) - 1:
+            tiles.append(np.full((tile.shape[0], gap, 3), 255, dtype=np.uint8))
+    return np.concatenate(tiles, axis=1)
+
+
+def make_grid(rows: List[np.ndarray], gap: int = 6) -> np.ndarray:
+    """Stack panels vertically (padding narrower ones with white)."""
+    width = max(r.shape[1] for r in rows)
+    out = []
+    for i, row in enumerate(rows):
+        if row.shape[1] < width:
+            row = np.concatenate([row, np.full((row.shape[0], width - row.shape[1], 3), 255, np.uint8)], axis=1)
+        out.append(row)
+        if i < len(rows) - 1:
+            out.append(np.full((gap, width, 3), 255, dtype=np.uint8))
+    return np.concatenate(out, axis=0)
+
+
+def save_rgb(path: str, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image as PNG, creating folders."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f'could not write image {path}')

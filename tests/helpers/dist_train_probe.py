@@ -1,0 +1,33 @@
+"""Run segsr's training pipeline (as ``segsr/train.py`` does) and dump this rank's final trainable weights.
+
+Used by tests/test_distributed.py under ``torchrun --nproc_per_node=2 ... --launcher pytorch``; the nets to dump are
+named in ``PROBE_NETS`` (comma-separated model attributes) and written to ``rank<RANK>.pth`` in the working folder.
+"""
+import os
+import sys
+
+import torch
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import segsr  # noqa: E402,F401
+import basicsr.train  # noqa: E402
+
+_built = {}
+_build_model = basicsr.train.build_model
+
+
+def _capture(opt):
+    _built['model'] = _build_model(opt)
+    return _built['model']
+
+
+basicsr.train.build_model = _capture
+basicsr.train.train_pipeline(os.getcwd())
+model = _built['model']
+dump = {}
+for name in os.environ['PROBE_NETS'].split(','):
+    net = model.get_bare_model(getattr(model, name))
+    dump[name] = {k: v.detach().cpu().clone() for k, v in net.named_parameters()}
+    dump[name + '.wrapped'] = type(getattr(model, name)).__name__
+torch.save(dump, f"rank{os.environ['RANK']}.pth")

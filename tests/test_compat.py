@@ -1,0 +1,102 @@
+"""The basicsr 1.4.2 breakages that segsr.compat fixes, and registration on import."""
+import os
+
+import pytest
+import torch
+
+import segsr  # noqa: F401
+from basicsr.models.base_model import BaseModel
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
+
+from segsr.utils.checkpoint import atomic_torch_save
+from segsr.utils.options import build_scheduler, check_registered_types
+
+PUBLIC = {
+    'arch': ['SegUNet', 'TorchvisionSegNet'],
+    'dataset': ['PairedImageSegDataset'],
+    'loss': ['SegCrossEntropyLoss'],
+    'model': ['SegTaskModel', 'SegSRModel', 'SegESRGANModel'],
+}
+
+
+@pytest.mark.parametrize('kind, registry', [('arch', ARCH_REGISTRY), ('dataset', DATASET_REGISTRY),
+                                            ('loss', LOSS_REGISTRY), ('model', MODEL_REGISTRY)])
+def test_import_registers_every_public_name(kind, registry):
+    for name in PUBLIC[kind]:
+        assert name in registry, f'{name} not registered as {kind}'
+        assert registry.get(name).__module__.startswith('segsr.'), name
+
+
+def test_basicsr_modules_import():
+    import basicsr.data.degradations  # needs torchvision.transforms.functional_tensor
+    import basicsr.data.realesrgan_dataset  # noqa: F401
+    from torchvision.transforms.functional_tensor import rgb_to_grayscale
+    assert rgb_to_grayscale(torch.ones(3, 2, 2)).shape == (1, 2, 2)
+
+
+@pytest.mark.parametrize('name, cls', [('Adam', torch.optim.Adam), ('AdamW', torch.optim.AdamW),
+                                       ('SGD', torch.optim.SGD), ('RMSprop', torch.optim.RMSprop)])
+def test_optimizer_factory(name, cls):
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    opt = BaseModel.get_optimizer(None, name, params, lr=0.1, weight_decay=0.0)
+    assert isinstance(opt, cls)
+
+
+def test_unknown_optimizer_names_type():
+    with pytest.raises(ValueError, match="'Adamm'"):
+        BaseModel.get_optimizer(None, 'Adamm', [torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+
+def test_schedulers_do_not_mutate_options():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    for sched_opt in ({'type': 'OneCycleLR', 'pct_start': 0.3}, {'type': 'MultiStepLR', 'milestones': [2], 'gamma': .5},
+                      {'type': 'CosineAnnealingRestartLR', 'periods': [10], 'restart_weights': [1]}):
+        before = dict(sched_opt)
+        sched = build_scheduler(sched_opt, torch.optim.AdamW(params, lr=1e-3), total_iter=10)
+        assert sched_opt == before
+        assert sched is not None
+    with pytest.raises(ValueError, match='train.scheduler.type'):
+        build_scheduler({'type': 'Nope'}, torch.optim.SGD(params, lr=1), 10)
+
+
+def test_perceptual_loss_l2(monkeypatch):
+    import basicsr.losses.basic_loss as basic_loss
+
+    class TinyExtractor(torch.nn.Module):  # no VGG weights reachable here
+        def __init__(self, layer_name_list, **kwargs):
+            super().__init__()
+            self.names = layer_name_list
+
+        def forward(self, x):
+            return {n: x for n in self.names}
+
+    monkeypatch.setattr(basic_loss, 'VGGFeatureExtractor', TinyExtractor)
+    loss = basic_loss.PerceptualLoss({'conv5_4': 1.0}, criterion='l2')
+    x, y = torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4)
+    percep, _ = loss(x, y)
+    assert isinstance(loss.criterion, torch.nn.MSELoss)
+    assert float(percep) == pytest.approx(1.0)
+
+
+def test_unknown_type_names_option_and_file():
+    opt = {'model_type': 'SegTaskModel', 'network_task': {'type': 'NoSuchNet'}, 'datasets': {}}
+    with pytest.raises(ValueError, match=r"my\.yml: option 'network_task\.type' = 'NoSuchNet' is not a registered"):
+        check_registered_types(opt, 'my.yml')
+    with pytest.raises(ValueError, match="'model_type' = 'Nope'"):
+        check_registered_types({'model_type': 'Nope'}, 'my.yml')
+    with pytest.raises(ValueError, match="'train.pixel_opt.type' = 'L3Loss'"):
+        check_registered_types({'train': {'pixel_opt': {'type': 'L3Loss'}}}, 'my.yml')
+
+
+def test_atomic_save_keeps_old_file_on_failure(tmp_path):
+    path = str(tmp_path / 'net_latest.pth')
+    atomic_torch_save({'a': torch.ones(2)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError('crash mid-write')
+
+    with pytest.raises(RuntimeError):
+        atomic_torch_save({'a': torch.zeros(2), 'b': Unpicklable()}, path)
+    assert torch.equal(torch.load(path)['a'], torch.ones(2))
+    assert os.listdir(tmp_path) == ['net_latest.pth']  # no temporary left behind

@@ -1,0 +1,45 @@
+"""Two-process CPU (gloo) training through torchrun, as a user would launch multi-GPU training."""
+import os
+import socket
+import subprocess
+import sys
+
+import torch
+
+from conftest import REPO, write_yaml
+from test_train_pipeline import seg_task_opt
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run_torchrun(opt, tmp_path, nets):
+    opt_path = write_yaml(tmp_path / 'dist.yml', opt)
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
+           os.path.join(REPO, 'tests', 'helpers', 'dist_train_probe.py'), '-opt', opt_path, '--launcher', 'pytorch']
+    env = dict(os.environ, PROBE_NETS=','.join(nets), OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
+    proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, f'torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}'
+    return [torch.load(tmp_path / f'rank{r}.pth') for r in (0, 1)]
+
+
+def assert_same_weights(rank0, rank1, name):
+    assert rank0[name].keys() == rank1[name].keys()
+    for key in rank0[name]:
+        assert torch.equal(rank0[name][key], rank1[name][key]), f'{name}.{key} differs between ranks'
+
+
+def test_seg_task_model_gloo_two_ranks_end_identical(tiny_data, tmp_path):
+    opt = seg_task_opt(tiny_data, total_iter=2, name='dist_seg_task')
+    opt['datasets']['train']['batch_size_per_gpu'] = 1
+    opt['logger']['save_checkpoint_freq'] = 1
+    rank0, rank1 = run_torchrun(opt, tmp_path, ['net_task'])
+    assert rank0['net_task.wrapped'] == 'DistributedDataParallel'
+    assert_same_weights(rank0, rank1, 'net_task')
+    log = open(next((tmp_path / 'experiments' / 'dist_seg_task').glob('train_*.log'))).read()
+    assert 'World size (gpu number): 2' in log
+    after_1 = torch.load(tmp_path / 'experiments' / 'dist_seg_task' / 'models' / 'net_task_1.pth')['params']
+    assert any(not torch.equal(after_1[k], rank0['net_task'][k]) for k in rank0['net_task'])  # iteration 2 trained

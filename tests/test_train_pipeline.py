@@ -1,0 +1,133 @@
+"""End-to-end runs through ``segsr/train.py`` / ``segsr/test.py`` as a user would call them (CPU, tiny)."""
+import os
+
+import torch
+
+from conftest import NUM_CLASSES, logger_opt, read_log, run_entry, seg_dataset_opt, write_yaml
+
+TINY_RRDB = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4}
+TINY_UNET = {'type': 'SegUNet', 'num_classes': NUM_CLASSES, 'base_channels': 8, 'num_levels': 2}
+
+
+def stock_esrgan_opt(root, total_iter):
+    """BasicSR's train_ESRGAN_x4.yml, shrunk: stock model, arch and dataset names only."""
+    return {
+        'name': 'stock_esrgan', 'model_type': 'ESRGANModel', 'scale': 4, 'num_gpu': 1, 'manual_seed': 0,
+        'datasets': {
+            'train': {'name': 'tiny', 'type': 'PairedImageDataset', 'dataroot_gt': f'{root}/train/hr',
+                      'dataroot_lq': f'{root}/train/lq_x4', 'io_backend': {'type': 'disk'}, 'gt_size': 128,
+                      'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
+                      'dataset_enlarge_ratio': 1, 'prefetch_mode': None},
+            'val': {'name': 'tiny_val', 'type': 'PairedImageDataset', 'dataroot_gt': f'{root}/val/hr',
+                    'dataroot_lq': f'{root}/val/lq_x4', 'io_backend': {'type': 'disk'}}},
+        'network_g': dict(TINY_RRDB),
+        'network_d': {'type': 'VGGStyleDiscriminator', 'num_in_ch': 3, 'num_feat': 8},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'ema_decay': 0.999,
+                  'optim_g': {'type': 'Adam', 'lr': 1e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+                  'optim_d': {'type': 'Adam', 'lr': 1e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'MultiStepLR', 'milestones': [50], 'gamma': 0.5},
+                  'total_iter': total_iter, 'warmup_iter': -1,
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1e-2, 'reduction': 'mean'},
+                  'gan_opt': {'type': 'GANLoss', 'gan_type': 'vanilla', 'real_label_val': 1.0,
+                              'fake_label_val': 0.0, 'loss_weight': 5e-3},
+                  'net_d_iters': 1, 'net_d_init_iters': 0},
+        'val': {'val_freq': 2, 'save_img': True,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': False}}},
+        'logger': logger_opt(),
+        'dist_params': {'backend': 'nccl', 'port': 29500},
+    }
+
+
+def seg_task_opt(root, total_iter, name='seg_task', **extra):
+    opt = {
+        'name': name, 'model_type': 'SegTaskModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
+        'datasets': {'train': seg_dataset_opt(root, 'train'), 'val': seg_dataset_opt(root, 'val')},
+        'network_task': dict(TINY_UNET),
+        'path': {'pretrain_network_task': None, 'resume_state': None},
+        'train': {'optim_task': {'type': 'AdamW', 'lr': 2e-3, 'weight_decay': 1e-4},
+                  'scheduler': {'type': 'OneCycleLR', 'pct_start': 0.3, 'total_steps': 10},
+                  'total_iter': total_iter, 'warmup_iter': -1,
+                  'seg_opt': {'type': 'SegCrossEntropyLoss', 'ignore_index': 255}},
+        'val': {'val_freq': 2, 'save_img': True},
+        'logger': logger_opt(),
+    }
+    opt.update(extra)
+    return opt
+
+
+def _train_then_resume(opt, tmp_path):
+    run_entry('train.py', write_yaml(tmp_path / 'a.yml', opt), tmp_path)
+    exp = tmp_path / 'experiments' / opt['name']
+    assert (exp / 'training_states' / '2.state').is_file()
+    opt['train']['total_iter'] = 4
+    run_entry('train.py', write_yaml(tmp_path / 'b.yml', opt), tmp_path, '--auto_resume')
+    log = read_log(exp)
+    assert 'Resuming training from epoch' in log and 'iter: 2.' in log
+    assert (exp / 'training_states' / '4.state').is_file()
+    return exp, log
+
+
+def test_stock_esrgan_config_trains_validates_and_resumes_on_cpu(tiny_data, tmp_path):
+    exp, log = _train_then_resume(stock_esrgan_opt(tiny_data, total_iter=2), tmp_path)
+    assert (exp / 'models' / 'net_g_4.pth').is_file() and (exp / 'models' / 'net_d_latest.pth').is_file()
+    assert 'Model [ESRGANModel] is created.' in log and '# psnr:' in log
+    for key in ('l_g_pix', 'l_g_gan', 'l_d_real', 'l_d_fake'):
+        assert key in log
+    assert not os.path.exists(os.path.join(os.path.dirname(__import__('basicsr').__file__), 'experiments'))
+    assert not [f for f in os.listdir(exp / 'models') if f.endswith('.tmp')]
+
+
+def test_seg_task_model_trains_validates_and_resumes(tiny_data, tmp_path):
+    exp, log = _train_then_resume(seg_task_opt(tiny_data, total_iter=2), tmp_path)
+    assert 'Model [SegTaskModel] is created.' in log and 'l_seg' in log
+    assert '# miou:' in log and '# pixacc:' in log and 'Per-class IoU' in log
+    state = torch.load(exp / 'training_states' / '4.state', weights_only=False)
+    assert len(state['optimizers']) == 1 and len(state['schedulers']) == 1
+    assert state['schedulers'][0]['last_epoch'] == 3  # OneCycleLR continued from the resumed state
+    pictures = [f for _, _, files in os.walk(exp / 'visualization') for f in files if f.endswith('_seg.png')]
+    assert pictures
+
+
+def test_lq_bicubic_input_and_custom_experiments_root(tiny_data, tmp_path):
+    opt = seg_task_opt(tiny_data, total_iter=1, name='l_to_t', task_input='lq_bicubic')
+    opt['path']['experiments_root'] = str(tmp_path / 'elsewhere')
+    opt['val']['val_freq'] = 1
+    run_entry('train.py', write_yaml(tmp_path / 'l.yml', opt), tmp_path)
+    assert (tmp_path / 'elsewhere' / 'models' / 'net_task_latest.pth').is_file()
+    assert 'lq_bicubic input' in read_log(tmp_path / 'elsewhere')
+    assert not (tmp_path / 'experiments' / 'l_to_t').exists()
+
+
+def test_seg_sr_model_reports_judge_miou_and_test_entry(tiny_data, tmp_path):
+    from segsr.archs.seg_unet_arch import SegUNet
+
+    judge = SegUNet(**{k: v for k, v in TINY_UNET.items() if k != 'type'})
+    torch.save({'params': judge.state_dict()}, tmp_path / 'judge.pth')
+    judge_opt = {'network': dict(TINY_UNET), 'path': str(tmp_path / 'judge.pth')}
+    opt = {
+        'name': 'seg_sr', 'model_type': 'SegSRModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
+        'datasets': {'train': seg_dataset_opt(tiny_data, 'train'), 'val': seg_dataset_opt(tiny_data, 'val')},
+        'network_g': dict(TINY_RRDB), 'path': {},
+        'train': {'optim_g': {'type': 'Adam', 'lr': 2e-4}, 'scheduler': {'type': 'MultiStepLR', 'milestones': [9]},
+                  'total_iter': 2, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
+        'val': {'val_freq': 2, 'save_img': True, 'judge': judge_opt,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': True},
+                            'ssim': {'type': 'calculate_ssim', 'crop_border': 4, 'test_y_channel': True}}},
+        'logger': logger_opt(),
+    }
+    run_entry('train.py', write_yaml(tmp_path / 'sr.yml', opt), tmp_path)
+    exp = tmp_path / 'experiments' / 'seg_sr'
+    log = read_log(exp)
+    assert '# judge_miou:' in log and '# judge_pixacc:' in log and '# psnr:' in log and '# ssim:' in log
+    assert [f for _, _, fs in os.walk(exp / 'visualization') for f in fs if f.endswith('_judge_seg.png')]
+
+    test_opt = {k: opt[k] for k in ('model_type', 'scale', 'num_gpu', 'network_g', 'val')}
+    test_opt.update(name='seg_sr_test', datasets={'test_1': seg_dataset_opt(tiny_data, 'val')},
+                    path={'pretrain_network_g': str(exp / 'models' / 'net_g_latest.pth')})
+    test_opt['val'] = dict(opt['val'], suffix=None)
+    proc = run_entry('test.py', write_yaml(tmp_path / 't.yml', test_opt), tmp_path)
+    assert (tmp_path / 'results' / 'seg_sr_test').is_dir()
+    assert 'judge_miou' in proc.stderr + proc.stdout or any(
+        'judge_miou' in open(tmp_path / 'results' / 'seg_sr_test' / f).read()
+        for f in os.listdir(tmp_path / 'results' / 'seg_sr_test') if f.endswith('.log'))
