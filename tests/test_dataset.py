@@ -288,6 +288,8 @@ def test_uint16_labels_with_large_label_map_keys(tmp_path):
         dict(name='u16', phase='val', scale=SCALE, dataroot_gt=str(tmp_path / 'hr'), dataroot_seg=str(tmp_path / 'seg'),
              io_backend=dict(type='disk'), num_classes=NUM_CLASSES, label_map={1000: 255}))
     assert torch.equal(dataset[0]['seg'], decode_class(dataset[0]['gt']))
+    with pytest.raises(ValueError, match=r"'u16': label map '.*a\.png' has values \[1000\]"):
+        PairedImageSegDataset(dict(dataset.opt, label_map=None))[0]
 
 
 # ------------------------------------------------------------------------------------ bad input: construction

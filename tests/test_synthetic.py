@@ -108,6 +108,20 @@ def test_dataset_info_and_layout_load_in_the_dataset(tmp_path):
         dict(name='syn', phase='val', scale=4, dataroot_gt=osp.join(root, 'val', 'hr'),
              dataroot_seg=osp.join(root, 'val', 'seg'), io_backend=dict(type='disk'),
              num_classes=info['num_classes']))
+    assert dataset.class_names == list(SYNTHETIC_CLASSES)  # found in <dataroot_gt>/../../dataset_info.yml
+    assert dataset.palette == [list(c) for c in SYNTHETIC_PALETTE]
     out = dataset[0]
     assert out['gt'].shape == (3, 64, 80) and out['lq'].shape == (3, 16, 20)
     np.testing.assert_array_equal(out['seg'].numpy(), cv2.imread(out['seg_path'], cv2.IMREAD_UNCHANGED))
+
+
+def test_dataset_info_option(tmp_path):
+    root = str(tmp_path / 'syn')
+    write_synthetic_dataset(root, num_train=1, num_val=1, height=32, width=32, seed=0, num_classes=4)
+    opt = dict(name='syn4', phase='val', scale=4, dataroot_gt=osp.join(root, 'val', 'hr'),
+               dataroot_seg=osp.join(root, 'val', 'seg'), io_backend=dict(type='disk'), num_classes=6)
+    assert PairedImageSegDataset(opt).class_names is None  # found but num_classes differs: not used
+    with pytest.raises(ValueError, match=r"'syn4': option dataset_info: num_classes 6 .* differ from 4 / 255"):
+        PairedImageSegDataset(dict(opt, dataset_info=root))
+    assert PairedImageSegDataset(dict(opt, num_classes=4, dataset_info=root)).class_names == list(
+        SYNTHETIC_CLASSES[:4])

@@ -7,11 +7,11 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 import torch
-from basicsr.utils import FileClient, img2tensor
+from basicsr.utils import FileClient, get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
-from segsr.data.data_util import index_by_stem, read_meta_info, scan_images
+from segsr.data.data_util import index_by_stem, load_dataset_info, read_meta_info, scan_images
 from segsr.data.lmdb_util import shared_lmdb_client
 from segsr.data.seg_transforms import (LQ_DOWNSAMPLE_METHODS, augment_seg, build_label_lut, describe_invalid_labels,
                                        downsample, invalid_label_values, mod_crop, paired_random_crop_seg,
@@ -67,6 +67,16 @@ class PairedImageSegDataset(data.Dataset):
             - use_rot (bool): Random vertical flips and 90 degree rotations in training. Default: False.
             - crop_to_scale (bool): Crop GT and label to a multiple of ``scale`` (as BasicSR does when
               evaluating); if False such an image raises. Default: True.
+            - dataset_info (str, optional): ``dataset_info.yml`` (or the folder holding it) whose class names
+              and palette become ``self.class_names`` / ``self.palette``; its ``num_classes`` and
+              ``ignore_index`` must match. Default: ``<dataroot_gt>/../../dataset_info.yml`` if present (our
+              layout, disk and LMDB), used only when it matches.
+
+    Attributes:
+        num_classes (int): Number of classes.
+        ignore_index (int): Label of unlabelled pixels.
+        class_names (list[str] | None): Class names from ``dataset_info.yml``.
+        palette (list[list[int]] | None): RGB colour per class from ``dataset_info.yml``.
     """
 
     def __init__(self, opt: dict) -> None:
@@ -114,6 +124,7 @@ class PairedImageSegDataset(data.Dataset):
             raise self._fail(f"option lq_downsample '{self.lq_downsample}' is not supported; use one of "
                              f'{list(LQ_DOWNSAMPLE_METHODS)}.')
         self._parse_label_options()
+        self._load_dataset_info()
         if self.phase == 'train':
             self.gt_size = int(self._require('gt_size'))
             if self.gt_size % self.scale:
@@ -132,10 +143,10 @@ class PairedImageSegDataset(data.Dataset):
         label_map = self.opt.get('label_map') or {}
         if not isinstance(label_map, dict):
             raise self._fail(f'option label_map must be a dict like {{11: 255}}, got {label_map!r}.')
+        self._label_map = dict(label_map)
+        self._luts: Dict[np.dtype, np.ndarray] = {}
         try:
-            self._luts = {np.dtype(np.uint8): build_label_lut(label_map, 256)}
-            if any(int(k) > 255 for k in label_map):
-                self._luts[np.dtype(np.uint16)] = build_label_lut(label_map, 65536)
+            self._lut(np.dtype(np.uint8))
         except ValueError as err:
             raise self._fail(f'option label_map: {err}') from err
         bad = [v for v in label_map.values()
@@ -143,6 +154,33 @@ class PairedImageSegDataset(data.Dataset):
         if bad:
             raise self._fail(f'option label_map maps to {bad}, which are neither classes 0..{self.num_classes - 1} '
                              f'nor ignore_index {self.ignore_index}.')
+
+    def _load_dataset_info(self) -> None:
+        """``class_names`` and ``palette`` from ``dataset_info.yml``: the ``dataset_info`` option (a file or
+        dataset root), else ``<dataroot_gt>/../../dataset_info.yml`` of our layout when it exists."""
+        self.class_names: Optional[List[str]] = None
+        self.palette: Optional[List[List[int]]] = None
+        path = self.opt.get('dataset_info')
+        explicit = path is not None
+        if not explicit:
+            path = osp.join(osp.dirname(osp.dirname(osp.abspath(self.gt_root))), 'dataset_info.yml')
+            if not osp.isfile(path):
+                return
+        info = load_dataset_info(path)
+        if info['num_classes'] != self.num_classes or info['ignore_index'] != self.ignore_index:
+            message = (f"num_classes {self.num_classes} / ignore_index {self.ignore_index} differ from "
+                       f"{info['num_classes']} / {info['ignore_index']} in '{path}'")
+            if explicit:
+                raise self._fail(f'option dataset_info: {message}.')
+            get_root_logger().warning(f"Dataset '{self.name}': {message}; class names and palette not used.")
+            return
+        self.class_names, self.palette = list(info['class_names']), [list(c) for c in info['palette']]
+
+    def _lut(self, dtype: np.dtype) -> np.ndarray:
+        """``label_map`` as a look-up table for label maps of ``dtype`` (uint8 or uint16), built once."""
+        if dtype not in self._luts:
+            self._luts[dtype] = build_label_lut(self._label_map, int(np.iinfo(dtype).max) + 1)
+        return self._luts[dtype]
 
     # ------------------------------------------------------------------------------------------------ paths
     def _check_dir(self, key: str, folder: str) -> None:
@@ -169,6 +207,8 @@ class PairedImageSegDataset(data.Dataset):
                 raise FileNotFoundError(f"Dataset '{self.name}': '{name}' listed in meta_info_file "
                                         f"'{meta_info_file}' is missing: no file '{osp.join(self.gt_root, name)}'.")
             names.append(name)
+        if not names:
+            raise ValueError(f"Dataset '{self.name}': meta_info_file '{meta_info_file}' lists no images.")
         return names
 
     def _paths_from_folders(self) -> List[Dict[str, Optional[str]]]:
@@ -209,16 +249,21 @@ class PairedImageSegDataset(data.Dataset):
         self.io_backend_opt['db_paths'] = [folder for _, _, folder in roots]
         self.io_backend_opt['client_keys'] = [client for client, _, _ in roots]
 
-        gt_entries = read_meta_info(self.opt.get('meta_info_file') or osp.join(self.gt_root, 'meta_info.txt'))
+        gt_meta_file = self.opt.get('meta_info_file') or osp.join(self.gt_root, 'meta_info.txt')
+        gt_entries = read_meta_info(gt_meta_file)
         seg_meta = self._lmdb_meta(self.seg_root)
         lq_meta = self._lmdb_meta(self.lq_root) if self.lq_root else None
         paths = []
         for name, gt_shape in gt_entries:
             key = _stem(name)
             seg_key = self._lmdb_partner(key, self.filename_tmpl_seg, seg_meta, self.seg_root, 'label')
-            lq_key = self._lmdb_partner(key, self.filename_tmpl, lq_meta, self.lq_root, 'LQ') if lq_meta else None
+            lq_key = None
+            if lq_meta is not None:
+                lq_key = self._lmdb_partner(key, self.filename_tmpl, lq_meta, self.lq_root, 'LQ')
             paths.append(dict(gt_path=key, seg_path=seg_key, lq_path=lq_key))
-            self._check_meta_shapes(paths[-1], gt_shape, seg_meta[seg_key], lq_meta[lq_key] if lq_meta else None)
+            self._check_meta_shapes(paths[-1], gt_shape, seg_meta[seg_key], None if lq_key is None else lq_meta[lq_key])
+        if not paths:
+            raise ValueError(f"Dataset '{self.name}': no entries in '{gt_meta_file}'.")
         return paths
 
     def _lmdb_partner(self, key: str, tmpl: str, meta: Dict[str, Optional[tuple]], root: str, what: str) -> str:
@@ -293,7 +338,7 @@ class PairedImageSegDataset(data.Dataset):
                              'PNGs, see docs/datasets.md).')
         if label.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"Dataset '{self.name}': label map {where} has dtype {label.dtype}; use uint8/uint16.")
-        label = remap_labels(label, lut=self._luts.get(label.dtype, self._luts[np.dtype(np.uint8)]))
+        label = remap_labels(label, lut=self._lut(label.dtype))
         bad = invalid_label_values(label, self.num_classes, self.ignore_index)
         if bad.size:
             raise ValueError(f"Dataset '{self.name}': label map {where} "

@@ -147,7 +147,8 @@ def build_label_lut(label_map: Optional[Mapping[int, int]], size: int = 256) -> 
         int64 array of shape ``(size,)``.
 
     Raises:
-        ValueError: a key is not an integer in ``[0, size)`` or a value is not an integer.
+        ValueError: a key or value is not an integer, or a key is outside ``0..65535``. Keys ``>= size`` are
+            left out of the table (they cannot occur in label maps of that dtype).
     """
     lut = np.arange(size, dtype=np.int64)
     for raw, new in (label_map or {}).items():
