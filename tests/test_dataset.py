@@ -476,3 +476,21 @@ def test_make_lmdb_failure_leaves_nothing(data_root, tmp_path):
     with pytest.raises(ValueError, match=r"must end with '\.lmdb'"):
         make_lmdb(str(folder), str(tmp_path / 'z'))
     assert sorted(os.listdir(tmp_path)) == ['imgs']
+
+
+def test_rectangular_training_crop_keeps_labels_aligned(tmp_path):
+    """gt_size [h, w] crops a non-square window (CamVid-style 192x256); labels move with pixels."""
+    root = tmp_path / 'rect'
+    from segsr.data.synthetic import write_synthetic_dataset
+    write_synthetic_dataset(str(root), num_train=2, num_val=1, height=96, width=128, seed=3, num_classes=6)
+    opt = dict(name='rect', type='PairedImageSegDataset', phase='train', scale=4, num_classes=6,
+               dataroot_gt=str(root / 'train' / 'hr'), dataroot_seg=str(root / 'train' / 'seg'),
+               io_backend={'type': 'disk'}, gt_size=[48, 64], use_hflip=True, use_rot=False)
+    from basicsr.data import build_dataset
+    ds = build_dataset(opt)
+    sample = ds[0]
+    assert sample['gt'].shape == (3, 48, 64) and sample['seg'].shape == (48, 64) and sample['lq'].shape == (3, 12, 16)
+    with pytest.raises(ValueError, match='use_rot'):
+        build_dataset(dict(opt, use_rot=True))
+    with pytest.raises(ValueError, match='not divisible by scale'):
+        build_dataset(dict(opt, gt_size=[48, 62]))

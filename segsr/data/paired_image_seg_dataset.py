@@ -13,9 +13,9 @@ from torch.utils import data as data
 
 from segsr.data.data_util import index_by_stem, load_dataset_info, read_meta_info, scan_images
 from segsr.data.lmdb_util import shared_lmdb_client
-from segsr.data.seg_transforms import (LQ_DOWNSAMPLE_METHODS, augment_seg, build_label_lut, describe_invalid_labels,
-                                       downsample, invalid_label_values, mod_crop, paired_random_crop_seg,
-                                       remap_labels)
+from segsr.data.seg_transforms import (LQ_DOWNSAMPLE_METHODS, augment_seg, build_label_lut, crop_size,
+                                       describe_invalid_labels, downsample, invalid_label_values, mod_crop,
+                                       paired_random_crop_seg, remap_labels)
 
 _IO_BACKENDS = ('disk', 'lmdb')
 Size = Tuple[int, int]
@@ -62,7 +62,8 @@ class PairedImageSegDataset(data.Dataset):
             - num_classes (int): Number of classes (required).
             - ignore_index (int): Label of unlabelled pixels. Default: 255.
             - label_map (dict, optional): Raw label value -> class id, e.g. ``{11: 255}``, applied before checks.
-            - gt_size (int): Training crop size; must be divisible by ``scale``.
+            - gt_size (int | [int, int]): Training crop size, square or ``[height, width]``; must be divisible
+              by ``scale``. A non-square crop cannot be combined with ``use_rot`` (batches would mix shapes).
             - use_hflip (bool): Random horizontal flips in training. Default: False.
             - use_rot (bool): Random vertical flips and 90 degree rotations in training. Default: False.
             - crop_to_scale (bool): Crop GT and label to a multiple of ``scale`` (as BasicSR does when
@@ -126,9 +127,17 @@ class PairedImageSegDataset(data.Dataset):
         self._parse_label_options()
         self._load_dataset_info()
         if self.phase == 'train':
-            self.gt_size = int(self._require('gt_size'))
-            if self.gt_size % self.scale:
+            self.gt_size = self._require('gt_size')
+            try:
+                crop_h, crop_w = crop_size(self.gt_size)
+            except (TypeError, ValueError) as err:
+                raise self._fail(f'option gt_size: {err}') from err
+            if crop_h % self.scale or crop_w % self.scale:
                 raise self._fail(f'option gt_size {self.gt_size} is not divisible by scale {self.scale}.')
+            if crop_h != crop_w and self.opt.get('use_rot', False):
+                raise self._fail(f'option gt_size {self.gt_size} is not square, so use_rot must be false '
+                                 '(rotated crops would change shape).')
+            self.crop_hw = (crop_h, crop_w)
         else:
             self.gt_size = None
 
@@ -362,7 +371,7 @@ class PairedImageSegDataset(data.Dataset):
         if lq_hw is not None and (lq_hw[0] * s, lq_hw[1] * s) != (h, w):
             raise ValueError(f"Dataset '{self.name}': LQ image {self._where(paths['lq_path'], 'lq')} has size "
                              f'{tuple(lq_hw)}; times scale {s} it must be {(h, w)}, the size of GT {gt_where}.')
-        if self.phase == 'train' and (h < self.gt_size or w < self.gt_size):
+        if self.phase == 'train' and (h < self.crop_hw[0] or w < self.crop_hw[1]):
             raise ValueError(f"Dataset '{self.name}': image {gt_where} of size {(h, w)} is smaller than gt_size "
                              f'{self.gt_size}: remove it or lower gt_size.')
 

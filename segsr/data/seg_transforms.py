@@ -36,7 +36,7 @@ def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
 
 def paired_random_crop_seg(img_gt: np.ndarray,
                            seg: np.ndarray,
-                           gt_size: int,
+                           gt_size: Union[int, Sequence[int]],
                            scale: int,
                            img_lq: Optional[np.ndarray] = None,
                            gt_path: str = '') -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
@@ -48,7 +48,7 @@ def paired_random_crop_seg(img_gt: np.ndarray,
     Args:
         img_gt: HR image, ``(H, W, C)``.
         seg: Label map, ``(H, W)``.
-        gt_size: Side of the square HR window; must be divisible by ``scale``.
+        gt_size: Side of the square HR window, or its ``(height, width)``; must be divisible by ``scale``.
         scale: Scale factor between HR and LQ.
         img_lq: Optional LQ image of shape ``(H // scale, W // scale, C)``.
         gt_path: Path or key of the HR image, named in errors.
@@ -63,26 +63,36 @@ def paired_random_crop_seg(img_gt: np.ndarray,
     h, w = img_gt.shape[:2]
     if seg.shape[:2] != (h, w):
         raise ValueError(f"Label map of '{gt_path}' has size {seg.shape[:2]}, image has size {(h, w)}.")
-    if gt_size % scale != 0:
+    crop_h, crop_w = crop_size(gt_size)
+    if crop_h % scale or crop_w % scale:
         raise ValueError(f'gt_size {gt_size} is not divisible by scale {scale}.')
-    if h < gt_size or w < gt_size:
+    if h < crop_h or w < crop_w:
         raise ValueError(f"Image '{gt_path}' of size ({h}, {w}) is smaller than gt_size {gt_size}: "
                          'remove it or lower gt_size.')
     if img_lq is None:
-        top, left = random.randint(0, h - gt_size), random.randint(0, w - gt_size)
-        return (img_gt[top:top + gt_size, left:left + gt_size, ...], seg[top:top + gt_size, left:left + gt_size],
+        top, left = random.randint(0, h - crop_h), random.randint(0, w - crop_w)
+        return (img_gt[top:top + crop_h, left:left + crop_w, ...], seg[top:top + crop_h, left:left + crop_w],
                 None)
 
     h_lq, w_lq = img_lq.shape[:2]
     if (h_lq * scale, w_lq * scale) != (h, w):
         raise ValueError(f"LQ of '{gt_path}' has size {(h_lq, w_lq)}; times scale {scale} it must equal the "
                          f'HR size {(h, w)}.')
-    lq_size = gt_size // scale
-    top, left = random.randint(0, h_lq - lq_size), random.randint(0, w_lq - lq_size)
+    lq_h, lq_w = crop_h // scale, crop_w // scale
+    top, left = random.randint(0, h_lq - lq_h), random.randint(0, w_lq - lq_w)
     top_gt, left_gt = top * scale, left * scale
-    return (img_gt[top_gt:top_gt + gt_size, left_gt:left_gt + gt_size, ...],
-            seg[top_gt:top_gt + gt_size, left_gt:left_gt + gt_size],
-            img_lq[top:top + lq_size, left:left + lq_size, ...])
+    return (img_gt[top_gt:top_gt + crop_h, left_gt:left_gt + crop_w, ...],
+            seg[top_gt:top_gt + crop_h, left_gt:left_gt + crop_w],
+            img_lq[top:top + lq_h, left:left + lq_w, ...])
+
+
+def crop_size(gt_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    """``(height, width)`` of a training crop given as one side or as ``[height, width]``."""
+    if isinstance(gt_size, (list, tuple)):
+        if len(gt_size) != 2:
+            raise ValueError(f'gt_size must be an int or [height, width], got {gt_size!r}.')
+        return int(gt_size[0]), int(gt_size[1])
+    return int(gt_size), int(gt_size)
 
 
 def apply_flips(arr: np.ndarray, hflip: bool, vflip: bool, rot90: bool) -> np.ndarray:
