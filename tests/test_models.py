@@ -10,9 +10,12 @@ from conftest import NUM_CLASSES, seg_dataset_opt
 from test_train_pipeline import TINY_RRDB, TINY_UNET, seg_task_opt
 
 
-def runtime_opt(opt, tmp_path, is_train=True):
+DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])  # the GPU path runs where CUDA exists
+
+
+def runtime_opt(opt, tmp_path, is_train=True, device='cpu'):
     opt = copy.deepcopy(opt)
-    opt.update(is_train=is_train, dist=False, rank=0, world_size=1, num_gpu=0, auto_resume=False)
+    opt.update(is_train=is_train, dist=False, rank=0, world_size=1, num_gpu=int(device == 'cuda'), auto_resume=False)
     for phase, d in opt['datasets'].items():
         d.update(phase=phase.split('_')[0], scale=opt['scale'])
     root = tmp_path / 'exp'
@@ -34,11 +37,13 @@ def val_loader(opt):
     return build_dataloader(build_dataset(val_opt), val_opt, num_gpu=0, dist=False, sampler=None, seed=0)
 
 
-def test_seg_task_model_step_changes_weights_and_logs(tiny_data, tmp_path):
-    opt = runtime_opt(seg_task_opt(tiny_data, total_iter=10), tmp_path)
+@pytest.mark.parametrize('device', DEVICES)
+def test_seg_task_model_step_changes_weights_and_logs(tiny_data, tmp_path, device):
+    opt = runtime_opt(seg_task_opt(tiny_data, total_iter=10), tmp_path, device=device)
     before = copy.deepcopy(opt)
     model = build_model(opt)
     assert opt == before  # the caller's options are not mutated
+    assert next(model.net_task.parameters()).device.type == device
     weights = {k: v.clone() for k, v in model.net_task.state_dict().items()}
     model.feed_data(first_batch(opt))
     model.optimize_parameters(1)
@@ -94,8 +99,9 @@ def _judge_file(tmp_path, **kwargs):
     return {'network': dict(TINY_UNET, **kwargs), 'path': str(path)}
 
 
-def test_seg_sr_model_judge_is_frozen_and_validation_restores_training(tiny_data, tmp_path):
-    opt = runtime_opt(_seg_sr_opt(tiny_data, _judge_file(tmp_path)), tmp_path)
+@pytest.mark.parametrize('device', DEVICES)
+def test_seg_sr_model_judge_is_frozen_and_validation_restores_training(tiny_data, tmp_path, device):
+    opt = runtime_opt(_seg_sr_opt(tiny_data, _judge_file(tmp_path)), tmp_path, device=device)
     model = build_model(opt)
     judge_before = {k: v.clone() for k, v in model.judge.state_dict().items()}
     assert not model.judge.training and not any(p.requires_grad for p in model.judge.parameters())

@@ -12,6 +12,7 @@ from basicsr.archs import build_network
 from basicsr.utils import get_root_logger
 from torch import nn
 
+from segsr.archs.task_net_util import extract_state_dict
 from segsr.utils.options import build_optimizer_from_opt, build_scheduler
 
 
@@ -77,26 +78,26 @@ def load_checkpoint(net: nn.Module, path: str, param_key: Optional[str] = 'param
                     strict: bool = True) -> None:
     """Load a BasicSR checkpoint (``{'params': ..}`` / ``{'params_ema': ..}``) or a plain state dict into ``net``.
 
+    ``param_key`` is used when the file has it; otherwise the first of ``params_ema``, ``params``, ``state_dict``,
+    ``model`` present, else the file itself (see :func:`segsr.archs.task_net_util.extract_state_dict`).
+
     Raises:
         FileNotFoundError / ValueError: naming ``option_name`` and the file.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Option '{option_name}': checkpoint file '{path}' does not exist.")
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        key = param_key if isinstance(checkpoint, dict) and param_key in checkpoint else None
+        state = extract_state_dict(checkpoint, path, key)
     except Exception as err:  # corrupt or foreign file
         raise ValueError(f"Option '{option_name}': cannot read checkpoint '{path}': {err}") from err
-    if isinstance(state, dict) and param_key is not None and param_key in state:
-        state = state[param_key]
-    elif isinstance(state, dict) and 'params' in state and isinstance(state['params'], dict):
-        state = state['params']
-    state = {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
     try:
         net.load_state_dict(state, strict=strict)
     except RuntimeError as err:
         raise ValueError(f"Option '{option_name}': checkpoint '{path}' does not fit {type(net).__name__}: {err}") \
             from err
-    get_root_logger().info(f'Loaded {type(net).__name__} from {path} (param key: {param_key}).')
+    get_root_logger().info(f'Loaded {type(net).__name__} from {path} (param key: {key or "auto"}).')
 
 
 def dataset_num_classes(opt: dict) -> dict:
