@@ -1,5 +1,5 @@
 """Segmentation losses."""
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -87,3 +87,55 @@ class SegCrossEntropyLoss(nn.Module):
         """
         return self.loss_weight * segmentation_cross_entropy(
             logits, target, self.ignore_index, self.reduction, self.class_weights, self.label_smoothing)
+
+
+@LOSS_REGISTRY.register()
+class TaskAdversarialLoss(SegCrossEntropyLoss):
+    """Generator-side task-adversarial loss of the segmentation-aware GAN.
+
+    Cross-entropy of the discriminator's task head on the *SR* image against the HR image's labels: the generator
+    is pushed to produce images that the (jointly trained) task branch segments correctly. Same arguments as
+    :class:`SegCrossEntropyLoss` (``loss_weight``, ``reduction``, ``ignore_index``, ``class_weights``,
+    ``label_smoothing``).
+    """
+
+
+@LOSS_REGISTRY.register()
+class DiscriminatorTaskLoss(nn.Module):
+    """Discriminator-side task loss: the task head learns segmentation on HR images (and optionally on SR).
+
+    Args:
+        loss_weight: Weight of the cross-entropy on HR images. Default: 1.0.
+        sr_weight: Weight of the cross-entropy on (detached) SR images; 0 switches it off. Default: 0.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        ignore_index: Label value that is not scored. Default: 255.
+        class_weights: Optional per-class weights.
+    """
+
+    def __init__(self,
+                 loss_weight: float = 1.0,
+                 sr_weight: float = 0.0,
+                 reduction: str = 'mean',
+                 ignore_index: int = 255,
+                 class_weights: Optional[Sequence[float]] = None) -> None:
+        super().__init__()
+        self.loss_weight = loss_weight
+        self.sr_weight = sr_weight
+        self.ce = SegCrossEntropyLoss(1.0, reduction, ignore_index, class_weights)
+
+    def forward(self, hr_logits: torch.Tensor, target: torch.Tensor,
+                sr_logits: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """
+        Args:
+            hr_logits: Task-head logits on HR images, ``B x C x H x W``.
+            target: Labels, ``B x H x W``.
+            sr_logits: Task-head logits on SR images; used when ``sr_weight > 0``.
+
+        Returns:
+            ``(loss on HR, loss on SR or None)``, each already weighted.
+        """
+        l_hr = self.loss_weight * self.ce(hr_logits, target)
+        l_sr = None
+        if self.sr_weight > 0 and sr_logits is not None:
+            l_sr = self.sr_weight * self.ce(sr_logits, target)
+        return l_hr, l_sr

@@ -140,8 +140,12 @@ class TaskValidationMixin:
         """Build the judge at model build time so a bad ``val.judge`` fails before training starts."""
         val_opt = self.opt.get('val') or {}
         self.judge = None
-        if val_opt.get('judge'):
-            self.judge = build_judge(val_opt['judge'], self.device)
+        judge_opt = val_opt.get('judge')
+        if judge_opt:
+            declared = (judge_opt.get('network') or {}).get('num_classes') if isinstance(judge_opt, dict) else None
+            if declared is not None:  # before loading: a clearer message than a state-dict size mismatch
+                check_num_classes(self.opt, declared, 'val.judge.network.num_classes')
+            self.judge = build_judge(judge_opt, self.device)
             check_num_classes(self.opt, self.judge.num_classes, 'val.judge.network.num_classes')
 
     def task_predictors(self) -> Dict[str, Predictor]:

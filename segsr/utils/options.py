@@ -121,7 +121,7 @@ def check_registered_types(opt: dict, source: str = 'options') -> None:
         if not isinstance(block, dict) or 'type' not in block:
             raise ValueError(f"{source}: option '{name}' is missing (the block needs a 'type').")
         registry = registries[kind]
-        if block['type'] not in registry:
+        if block['type'] not in registry and f"{block['type']}_basicsr" not in registry:  # Registry.get's fallback
             known = ', '.join(sorted(k for k, _ in registry))
             raise ValueError(f"{source}: option '{name}' = '{block['type']}' is not a registered {kind}. "
                              f'Known {kind}s: {known}.')

@@ -1,0 +1,37 @@
+"""Every shipped option file parses, names only registered types and keeps num_classes consistent."""
+import glob
+import os
+
+import pytest
+import yaml
+
+from conftest import REPO
+from segsr.utils.options import check_registered_types
+
+OPTION_FILES = sorted(glob.glob(os.path.join(REPO, 'options', '**', '*.yml'), recursive=True))
+
+
+def test_option_files_exist():
+    names = {os.path.relpath(p, REPO) for p in OPTION_FILES}
+    for name in ('options/train_segsr_x4.yml', 'options/test_segsr_x4.yml', 'options/train_esrgan_baseline_x4.yml',
+                 'options/demo/train_segsr_demo.yml', 'options/demo/evaluate_demo.yml'):
+        assert name in names
+
+
+@pytest.mark.parametrize('path', OPTION_FILES, ids=lambda p: os.path.relpath(p, REPO))
+def test_option_file_is_valid(path):
+    with open(path) as f:
+        opt = yaml.safe_load(f)
+    if 'methods' in opt:  # an evaluation config
+        from segsr.evaluate import load_config
+        load_config(path)
+        classes = {opt['dataset']['num_classes'], opt['judge']['network']['num_classes']}
+    else:
+        check_registered_types(opt, path)
+        classes = {d['num_classes'] for d in opt['datasets'].values() if 'num_classes' in d}
+        for key in ('network_d', 'network_task'):
+            if 'num_classes' in (opt.get(key) or {}):
+                classes.add(opt[key]['num_classes'])
+        if (opt.get('val') or {}).get('judge'):
+            classes.add(opt['val']['judge']['network']['num_classes'])
+    assert len(classes) <= 1, f'{path}: num_classes disagree: {classes}'
