@@ -14,7 +14,7 @@ Config keys:
     methods: List of ``{name, type}`` with type ``bicubic``, ``hr`` (the HR image itself: the judge's upper bound)
         or ``generator`` (``network_g`` block + ``path`` + optional ``param_key``, default ``params_ema`` falling
         back to ``params``): ours or stock BasicSR ``net_g`` files.
-    grid: ``{num_images: 3}``.
+    grid: ``{num_images: 3}``: images spread evenly over the set.
 """
 import argparse
 import json
@@ -104,10 +104,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def grid_indices(num_images: int, keep: int) -> List[int]:
+    """``keep`` image indices spread evenly over the set (consecutive video frames look alike)."""
+    keep = max(0, min(keep, num_images))
+    return sorted({int(round(i)) for i in np.linspace(0, num_images - 1, keep)}) if keep else []
+
+
 @torch.no_grad()
-def evaluate_method(fn: SRFn, dataset, scorer: TaskScorer, device: torch.device, keep: int) -> dict:
-    """Run one method over the dataset; returns summary, seconds per image and the first ``keep`` pictures."""
-    seconds, pictures = 0.0, []
+def evaluate_method(fn: SRFn, dataset, scorer: TaskScorer, device: torch.device, keep: List[int]) -> dict:
+    """Run one method over the dataset; returns summary, seconds per image and pictures of images ``keep``."""
+    seconds, pictures = 0.0, {}
     for idx in range(len(dataset)):
         sample = dataset[idx]
         lq = sample['lq'].unsqueeze(0).to(device)
@@ -118,18 +124,18 @@ def evaluate_method(fn: SRFn, dataset, scorer: TaskScorer, device: torch.device,
         _sync(device)
         seconds += time.perf_counter() - start
         record = scorer.add(sr, gt, sample['seg'].unsqueeze(0))
-        if idx < keep:
-            pictures.append((tensor_to_rgb(sr), record['judge_pred']))
+        if idx in keep:
+            pictures[idx] = (tensor_to_rgb(sr), record['judge_pred'])
     summary = scorer.summary()
     summary['sec_per_img'] = seconds / max(len(dataset), 1)
     return dict(summary=summary, pictures=pictures)
 
 
-def picture_grid(dataset, results: Dict[str, dict], keep: int) -> np.ndarray:
+def picture_grid(dataset, results: Dict[str, dict], keep: List[int]) -> np.ndarray:
     """Rows of ``LR | method... `` images over their judge segmentations; the LR column shows the ground truth."""
     palette, num_classes = getattr(dataset, 'palette', None), dataset.opt['num_classes']
     rows = []
-    for idx in range(min(keep, len(dataset))):
+    for idx in keep:
         sample = dataset[idx]
         gt_rgb = tensor_to_rgb(sample['gt'])
         images, segs = [tensor_to_rgb(sample['lq'])], [colorize(sample['seg'].numpy(), palette, num_classes)]
@@ -183,7 +189,7 @@ def run_evaluation(cfg: dict, output_dir: Optional[str] = None) -> dict:
         raise ValueError(f"judge.network.num_classes = {judge.num_classes} != dataset.num_classes = "
                          f"{dataset_opt['num_classes']}.")
     metrics = cfg.get('metrics') or default_metrics(cfg['scale'])
-    keep = int((cfg.get('grid') or {}).get('num_images', 3))
+    keep = grid_indices(len(dataset), int((cfg.get('grid') or {}).get('num_images', 3)))
     results: Dict[str, dict] = OrderedDict()
     for method in cfg['methods']:
         fn = build_method(method, device)

@@ -43,3 +43,18 @@ def test_seg_task_model_gloo_two_ranks_end_identical(tiny_data, tmp_path):
     assert 'World size (gpu number): 2' in log
     after_1 = torch.load(tmp_path / 'experiments' / 'dist_seg_task' / 'models' / 'net_task_1.pth')['params']
     assert any(not torch.equal(after_1[k], rank0['net_task'][k]) for k in rank0['net_task'])  # iteration 2 trained
+
+
+def test_seg_aware_gan_gloo_two_ranks_end_identical(tiny_data, tmp_path):
+    """G and D are DDP-wrapped and end identical; the frozen judge is not wrapped."""
+    from test_seg_aware_gan import gan_opt
+
+    opt = gan_opt(tiny_data, tmp_path)
+    opt.update(name='dist_segsr_gan', num_gpu='auto')
+    opt['train'].update(total_iter=3, relativistic=True, task_warmup_iter=1)  # warm-up step, then the task push
+    opt['datasets']['train']['batch_size_per_gpu'] = 1
+    rank0, rank1 = run_torchrun(opt, tmp_path, ['net_g', 'net_d', 'judge'])
+    assert rank0['net_g.wrapped'] == rank0['net_d.wrapped'] == 'DistributedDataParallel'
+    assert rank0['judge.wrapped'] != 'DistributedDataParallel'
+    for name in ('net_g', 'net_d', 'judge'):
+        assert_same_weights(rank0, rank1, name)
