@@ -165,11 +165,14 @@ def test_task_head_learns_on_hr(tiny_data, tmp_path):
     """The discriminator's task head alone reaches well above chance mIoU on the training scenes."""
     from segsr.metrics import ConfusionMatrix
 
-    torch.manual_seed(0)
+    from basicsr.utils import set_random_seed
+
+    set_random_seed(0)  # python, numpy (crops) and torch
     opt = runtime_opt(gan_opt(tiny_data, tmp_path, judge=False, task_adv_opt=None), tmp_path)
     opt['datasets']['train'].update(gt_size=64, batch_size_per_gpu=4)
     opt['network_d'] = tiny_disc(num_feat=16, seg_hidden=16)
     opt['train']['optim_d'] = {'type': 'Adam', 'lr': 2e-3}
+    opt['train']['d_task_opt'] = {'type': 'DiscriminatorTaskLoss', 'loss_weight': 5.0}
     model = build_model(opt)
     from basicsr.data import build_dataloader, build_dataset
     train_opt = opt['datasets']['train']
@@ -183,16 +186,15 @@ def test_task_head_learns_on_hr(tiny_data, tmp_path):
 
     start = head_miou()
     it = 0
-    while it < 120:
+    while it < 150:
         for batch in loader:
             it += 1
             model.feed_data(batch)
             model.optimize_parameters(it)
-            if it >= 120:
+            if it >= 150:
                 break
     end = head_miou()
-    chance = 100.0 / NUM_CLASSES
-    assert end > max(2 * chance, start + 15), (start, end)
+    assert end > max(25.0, start + 15), (start, end)  # about 4x the untrained head's mIoU (~6)
 
 
 def test_train_resume_and_log_keys_through_entry_point(tiny_data, tmp_path):
