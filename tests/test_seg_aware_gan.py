@@ -75,7 +75,7 @@ def test_task_losses_against_hand_computation(reduction):
 
 def gan_opt(tiny_data, tmp_path, judge=True, **train_extra):
     opt = {
-        'name': 'segsr_gan', 'model_type': 'SegAwareGANModel', 'scale': 4, 'manual_seed': 0,
+        'name': 'segsr_gan', 'model_type': 'SegAwareGANModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
         'datasets': {'train': seg_dataset_opt(tiny_data, 'train'), 'val': seg_dataset_opt(tiny_data, 'val')},
         'network_g': dict(TINY_RRDB), 'network_d': tiny_disc(), 'path': {},
         'train': {'ema_decay': 0.9,
