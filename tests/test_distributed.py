@@ -58,3 +58,34 @@ def test_seg_aware_gan_gloo_two_ranks_end_identical(tiny_data, tmp_path):
     assert rank0['judge.wrapped'] != 'DistributedDataParallel'
     for name in ('net_g', 'net_d', 'judge'):
         assert_same_weights(rank0, rank1, name)
+
+
+def test_sr4ir_gloo_two_ranks_end_identical(tiny_data, tmp_path):
+    """SR and task networks are DDP-wrapped and end identical after 2 iterations; the frozen judge is not wrapped."""
+    from test_sr4ir import sr4ir_opt
+
+    opt = sr4ir_opt(tiny_data, tmp_path)
+    opt.update(name='dist_sr4ir', num_gpu='auto')
+    opt['train'].update(total_iter=2)
+    opt['datasets']['train']['batch_size_per_gpu'] = 1
+    rank0, rank1 = run_torchrun(opt, tmp_path, ['net_g', 'net_task', 'judge'])
+    assert rank0['net_g.wrapped'] == rank0['net_task.wrapped'] == 'DistributedDataParallel'
+    assert rank0['judge.wrapped'] != 'DistributedDataParallel'
+    for name in ('net_g', 'net_task', 'judge'):
+        assert_same_weights(rank0, rank1, name)
+
+
+def test_sr4ir_frozen_sr_gloo_two_ranks_end_identical(tiny_data, tmp_path):
+    """T->S: the frozen SR network is used by both ranks without gradients; the task networks end identical."""
+    from test_sr4ir import sr4ir_opt
+
+    opt = sr4ir_opt(tiny_data, tmp_path, judge=False, update_sr=False, pixel_opt=None, tdp_opt=None,
+                    task_hr_opt=None, task_cqmix_opt=None)
+    opt['train'] = {k: v for k, v in opt['train'].items() if v is not None}
+    opt.update(name='dist_t2s', num_gpu='auto')
+    opt['train'].update(total_iter=2)
+    opt['datasets']['train']['batch_size_per_gpu'] = 1
+    rank0, rank1 = run_torchrun(opt, tmp_path, ['net_g', 'net_task'])
+    assert rank0['net_task.wrapped'] == 'DistributedDataParallel' and rank0['net_g.wrapped'] == 'EDSR'
+    for name in ('net_g', 'net_task'):
+        assert_same_weights(rank0, rank1, name)

@@ -27,15 +27,52 @@ class SegsrModelMixin:
         params = [p for p in params if p.requires_grad]
         optimizer = build_optimizer_from_opt(train_opt[key], params, f'train.{key}')
         self.optimizers.append(optimizer)
+        if not hasattr(self, 'optimizer_keys'):
+            self.optimizer_keys: List[str] = []
+        self.optimizer_keys.append(key)
         return optimizer
 
     def setup_schedulers(self) -> None:
-        """One scheduler per optimizer from ``train.scheduler`` (not mutated); none when the block is absent."""
-        sched_opt = self.opt['train'].get('scheduler')
-        if not sched_opt:
+        """One scheduler per optimizer, none for optimizers without a block (blocks are not mutated).
+
+        The optimizer built from ``train.optim_<name>`` uses ``train.scheduler_<name>`` when present (e.g.
+        ``scheduler_g`` / ``scheduler_task``), else the shared ``train.scheduler``.
+        """
+        train_opt = self.opt['train']
+        total_iter = int(train_opt.get('total_iter', 0))
+        keys = list(getattr(self, 'optimizer_keys', []))
+        keys += [None] * (len(self.optimizers) - len(keys))  # built by BasicSR's own setup_optimizers
+        self.schedulers = []
+        for key, optimizer in zip(keys, self.optimizers):
+            own_key = 'scheduler_' + key[len('optim_'):] if key and key.startswith('optim_') else None
+            sched_key = own_key if own_key and train_opt.get(own_key) else 'scheduler'
+            if train_opt.get(sched_key):
+                self.schedulers.append(build_scheduler(train_opt[sched_key], optimizer, total_iter,
+                                                       f'train.{sched_key}'))
+
+    def init_ema(self) -> None:
+        """BasicSR's EMA copy of ``net_g`` (``train.ema_decay`` > 0), loaded from ``params_ema`` when resuming."""
+        self.ema_decay = float(self.opt['train'].get('ema_decay', 0))
+        if self.ema_decay <= 0:
             return
-        total_iter = int(self.opt['train'].get('total_iter', 0))
-        self.schedulers = [build_scheduler(sched_opt, optimizer, total_iter) for optimizer in self.optimizers]
+        get_root_logger().info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
+        self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
+        load_path = self.opt['path'].get('pretrain_network_g')
+        if load_path is not None:
+            self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
+        else:
+            self.model_ema(0)
+        self.net_g_ema.eval()
+
+    def feed_labels(self, data: dict) -> None:
+        """Take the batch's ``seg`` label map (None when the dataset has none, e.g. an unlabelled val set)."""
+        self.seg = data['seg'].to(self.device) if 'seg' in data else None
+
+    def require_labels(self) -> None:
+        """Raise ``KeyError`` when a training batch came without ``seg`` (call at the start of a training step)."""
+        if getattr(self, 'seg', None) is None:
+            raise KeyError(f"{type(self).__name__}: the training batch has no 'seg'; 'datasets.train' must return "
+                           'label maps (PairedImageSegDataset).')
 
     def get_current_learning_rate(self) -> List[float]:
         return [group['lr'] for group in self.optimizers[0].param_groups]
@@ -98,6 +135,15 @@ def load_checkpoint(net: nn.Module, path: str, param_key: Optional[str] = 'param
         raise ValueError(f"Option '{option_name}': checkpoint '{path}' does not fit {type(net).__name__}: {err}") \
             from err
     get_root_logger().info(f'Loaded {type(net).__name__} from {path} (param key: {key or "auto"}).')
+
+
+def require_labelled_train_data(opt: dict, model_name: str) -> None:
+    """Raise ``ValueError`` unless ``datasets.train`` declares ``num_classes`` (i.e. returns label maps)."""
+    train_set = (opt.get('datasets') or {}).get('train') or {}
+    if 'num_classes' not in train_set:
+        raise ValueError(f"{model_name} needs labelled training data: 'datasets.train' (type "
+                         f"'{train_set.get('type')}') must provide 'seg', e.g. PairedImageSegDataset with "
+                         "'dataroot_seg' and 'num_classes'.")
 
 
 def dataset_num_classes(opt: dict) -> dict:

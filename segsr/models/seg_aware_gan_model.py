@@ -20,12 +20,13 @@ from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
-from segsr.models.base import SegsrModelMixin, check_num_classes
+from segsr.models.base import SegsrModelMixin, check_num_classes, require_labelled_train_data
 from segsr.models.task_eval import Predictor, TaskValidationMixin
+from segsr.models.task_feature import TDPMixin
 
 
 @MODEL_REGISTRY.register()
-class SegAwareGANModel(TaskValidationMixin, SegsrModelMixin, SRGANModel):
+class SegAwareGANModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRGANModel):
     """SR GAN whose discriminator also segments (``network_d: {type: SegAwareDiscriminator, ...}``).
 
     Options (``train``) on top of BasicSR's SRGAN/ESRGAN ones (``pixel_opt``, ``perceptual_opt``, ``gan_opt``,
@@ -36,6 +37,10 @@ class SegAwareGANModel(TaskValidationMixin, SegsrModelMixin, SRGANModel):
         task_warmup_iter: Iterations during which the task head trains but the generator gets no
             task-adversarial loss. Default: 0.
         relativistic: ESRGAN's relativistic average GAN instead of the standard one. Default: False.
+        tdp_opt: Optional SR4IR task-driven perceptual loss on the generator (:class:`TDPLoss` block), computed
+            with a frozen task network ``network_task`` loaded from ``path.pretrain_network_task``
+            (``param_key_task``); ``tdp_warmup_iter``: iterations without it. The task network is saved as
+            ``net_task`` with each checkpoint so that ``--auto_resume`` finds it.
 
     The training dataset must provide ``seg`` (e.g. ``PairedImageSegDataset``); its ``num_classes``, the
     discriminator's and the judge's must agree. Validation logs PSNR/SSIM, ``judge_miou`` and ``disc_miou`` (the
@@ -43,7 +48,7 @@ class SegAwareGANModel(TaskValidationMixin, SegsrModelMixin, SRGANModel):
     """
 
     def init_training_settings(self) -> None:
-        self._check_labelled_data()
+        require_labelled_train_data(self.opt, 'SegAwareGANModel')
         super().init_training_settings()
         train_opt = self.opt['train']
         bare_d = self.get_bare_model(self.net_d)
@@ -61,13 +66,24 @@ class SegAwareGANModel(TaskValidationMixin, SegsrModelMixin, SRGANModel):
         self.cri_task_adv = build_loss(task_adv).to(self.device) if task_adv else None
         self.task_warmup_iter = int(train_opt.get('task_warmup_iter', 0))
         self.relativistic = bool(train_opt.get('relativistic', False))
+        self._init_task_network()
 
-    def _check_labelled_data(self) -> None:
-        train_set = (self.opt.get('datasets') or {}).get('train') or {}
-        if 'num_classes' not in train_set:
-            raise ValueError(f"SegAwareGANModel needs labelled training data: 'datasets.train' (type "
-                             f"'{train_set.get('type')}') must provide 'seg', e.g. PairedImageSegDataset with "
-                             "'dataroot_seg' and 'num_classes'.")
+    def _init_task_network(self) -> None:
+        """The frozen task network of the optional TDP loss (``network_task`` + ``train.tdp_opt``)."""
+        net_opt = self.opt.get('network_task')
+        if net_opt and not self.opt['train'].get('tdp_opt'):
+            raise ValueError("Option 'network_task' is set but 'train.tdp_opt' is not: SegAwareGANModel uses a task "
+                             'network only for the TDP loss.')
+        self.net_task = None
+        if net_opt:
+            load_path = self.opt['path'].get('pretrain_network_task')
+            if load_path is None:
+                raise ValueError("Option 'path.pretrain_network_task' is required with 'train.tdp_opt': the TDP "
+                                 'loss needs a trained task network.')
+            self.net_task = self.build_frozen_network(net_opt, 'network_task', load_path,
+                                                      self.opt['path'].get('param_key_task', 'params'))
+            check_num_classes(self.opt, self.net_task.num_classes, 'network_task.num_classes')
+        self.init_tdp(self.net_task)
 
     def setup_optimizers(self) -> None:
         self.optimizer_g = self.build_optimizer('optim_g', self.net_g.parameters())
@@ -75,14 +91,11 @@ class SegAwareGANModel(TaskValidationMixin, SegsrModelMixin, SRGANModel):
 
     def feed_data(self, data: Dict[str, Tensor]) -> None:
         super().feed_data(data)
-        if 'seg' in data:
-            self.seg = data['seg'].to(self.device)
-        elif self.is_train:
-            raise KeyError("SegAwareGANModel: the batch has no 'seg'; 'datasets.train' must return label maps "
-                           '(PairedImageSegDataset).')
+        self.feed_labels(data)
 
     # ------------------------------------------------------------------------------------------ training step
     def optimize_parameters(self, current_iter: int) -> None:
+        self.require_labels()
         loss_dict = OrderedDict()
         self._set_d_requires_grad(False)
         self.optimizer_g.zero_grad()
@@ -138,8 +151,9 @@ class SegAwareGANModel(TaskValidationMixin, SegsrModelMixin, SRGANModel):
         return l_total
 
     def extra_generator_loss(self, current_iter: int, loss_dict: Dict[str, Tensor]) -> Tensor:
-        """Hook for further generator terms (e.g. a task-driven perceptual loss); none here."""
-        return self.output.new_zeros(())
+        """Further generator terms: the TDP loss when configured (after ``tdp_warmup_iter``)."""
+        l_tdp = self.tdp_loss(current_iter, loss_dict)
+        return l_tdp if l_tdp is not None else self.output.new_zeros(())
 
     def discriminator_loss(self, loss_dict: Dict[str, Tensor]) -> Tensor:
         """Real/fake + task loss of the discriminator, from ONE forward pass over ``[HR; SR.detach()]``.
@@ -168,6 +182,11 @@ class SegAwareGANModel(TaskValidationMixin, SegsrModelMixin, SRGANModel):
             l_fake = self.cri_gan(fake_rf - real_rf.detach().mean(), False, is_disc=True) * 0.5
             return l_real, l_fake
         return self.cri_gan(real_rf, True, is_disc=True), self.cri_gan(fake_rf, False, is_disc=True)
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        if getattr(self, 'net_task', None) is not None:
+            self.save_network(self.net_task, 'net_task', current_iter)
+        super().save(epoch, current_iter)
 
     # ------------------------------------------------------------------------------------------- validation
     def task_predictors(self) -> Dict[str, Predictor]:

@@ -44,10 +44,18 @@ def build_judge(judge_opt: dict, device: torch.device, option_name: str = 'val.j
 
 
 def network_predictor(net: nn.Module) -> Predictor:
-    """Wrap a task network (``forward(x)['out']`` or plain logits) as a predictor returning logits."""
+    """Wrap a task network (``forward(x)['out']`` or plain logits) as a predictor returning logits.
+
+    The network runs in eval mode (a network that is training, e.g. SR4IR's task net, is put back afterwards).
+    """
 
     def predict(img: torch.Tensor) -> torch.Tensor:
-        out = net(img)
+        was_training = net.training
+        net.eval()
+        try:
+            out = net(img)
+        finally:
+            net.train(was_training)
         return out['out'] if isinstance(out, dict) else out
 
     return predict

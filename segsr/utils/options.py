@@ -52,7 +52,8 @@ def build_optimizer_from_opt(optim_opt: dict, params: Iterable, option_name: str
         raise ValueError(f"Option '{option_name}': {err}") from err
 
 
-def build_scheduler(sched_opt: dict, optimizer: torch.optim.Optimizer, total_iter: int):
+def build_scheduler(sched_opt: dict, optimizer: torch.optim.Optimizer, total_iter: int,
+                    option_name: str = 'train.scheduler'):
     """Build a learning-rate scheduler stepped once per iteration, without mutating ``sched_opt``.
 
     BasicSR's ``MultiStepLR``/``MultiStepRestartLR``/``CosineAnnealingRestartLR`` keep their meaning; any other
@@ -63,6 +64,7 @@ def build_scheduler(sched_opt: dict, optimizer: torch.optim.Optimizer, total_ite
         sched_opt: The ``train.scheduler`` block.
         optimizer: Optimizer to schedule.
         total_iter: ``train.total_iter``.
+        option_name: Option name used in error messages.
     """
     from basicsr.models import lr_scheduler as basicsr_lr
 
@@ -74,7 +76,7 @@ def build_scheduler(sched_opt: dict, optimizer: torch.optim.Optimizer, total_ite
         return basicsr_lr.CosineAnnealingRestartLR(optimizer, **kwargs)
     cls = getattr(torch.optim.lr_scheduler, str(sched_type), None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler)):
-        raise ValueError(f"train.scheduler.type '{sched_type}' is not supported; use one of "
+        raise ValueError(f"{option_name}.type '{sched_type}' is not supported; use one of "
                          f'{list(_BASICSR_SCHEDULERS)} or a class of torch.optim.lr_scheduler.')
     if sched_type == 'OneCycleLR':
         kwargs.setdefault('total_steps', int(total_iter))

@@ -1,0 +1,269 @@
+"""SR4IR: SR for image recognition with a task-driven perceptual loss and alternate training.
+
+Kim, Oh, Lee, "Beyond Image Super-Resolution for Image Recognition with Task-Driven Perceptual Loss", CVPR 2024.
+Every iteration has two phases:
+
+1. *SR phase*: the SR network is updated with pixel (+ perceptual) + TDP loss (+ optionally a cross-entropy of the
+   frozen task network's prediction on the SR image); the task network is frozen and in eval mode. TDP is off for
+   the first ``tdp_warmup_iter`` iterations.
+2. *Task phase*: the task network is updated with cross-entropy (+ aux head) on the SR image (detached, recomputed
+   with the updated SR network), the HR image and a cross-quality patch-mix (CQMix) image, each with its own
+   weight. The three views go through the task network in ONE forward pass (one DDP forward per step), so
+   BatchNorm statistics are taken over their union.
+
+Switching phases off gives the paper's baselines and ablations (see the README and ``options/sr4ir``):
+``update_sr: false`` trains a task network on the outputs of a frozen SR network (T->S), ``update_task: false``
+trains the SR network against a frozen task network, and ``alternate: false`` does one joint step in which the task
+loss on SR images is back-propagated into both networks (S+T).
+"""
+from collections import OrderedDict
+from typing import Dict, List, Tuple
+
+import torch
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch import Tensor
+
+from segsr.data.cqmix import cross_quality_mix, grid_shape
+from segsr.losses.tdp_loss import frozen_eval
+from segsr.models.base import SegsrModelMixin, check_num_classes, freeze, require_labelled_train_data
+from segsr.models.task_eval import Predictor, TaskValidationMixin, network_predictor
+from segsr.models.task_feature import TDPMixin
+
+SR_LOSSES = ('pixel_opt', 'perceptual_opt', 'tdp_opt', 'sr_ce_opt')
+TASK_VIEWS = ('sr', 'hr', 'cqmix')  # train.task_<view>_opt
+
+
+@MODEL_REGISTRY.register()
+class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
+    """SR network (``network_g``) and segmentation network (``network_task``) trained alternately.
+
+    Options on top of BasicSR's ``SRModel`` ones (``network_g``, ``path.pretrain_network_g``, ``train.ema_decay``):
+        network_task: Task network block (a :class:`SegTaskNet`, e.g. ``{type: SegUNet, num_classes: 11}``);
+            weights from ``path.pretrain_network_task`` (``param_key_task``, ``strict_load_task``); saved as
+            ``net_task``.
+        train.update_sr / train.update_task: Run the SR phase / the task phase. Default: true. A network that is
+            not updated is frozen (eval mode, no gradient, no optimizer, not DDP-wrapped).
+        train.alternate: Two phases per iteration (SR4IR). False: one joint step (S+T). Default: true.
+        train.pixel_opt, train.perceptual_opt: SR-phase content losses (BasicSR's).
+        train.tdp_opt: :class:`TDPLoss` block, e.g. ``{type: TDPLoss, layer_weights: {C5: 1.0}}``.
+        train.tdp_warmup_iter: Iterations without TDP. Default: 0.
+        train.sr_ce_opt: Optional cross-entropy of the frozen task network on SR images, back-propagated into the
+            SR network only (the SR4IR code's "T2S" configuration).
+        train.task_sr_opt, train.task_hr_opt, train.task_cqmix_opt: Task-phase cross-entropy blocks
+            (``SegCrossEntropyLoss``, each with its own ``loss_weight``; paper: 0.34 each); absent = view unused.
+        train.aux_weight: Weight of the aux head's loss relative to the main head, per view. Default: 0.5.
+        train.cqmix: ``{grid: 8, prob: 0.5}``: grid cells per side (int or ``[rows, cols]``) and the probability
+            that a cell shows the SR image.
+        train.optim_g, train.optim_task: Optimizers (any ``torch.optim`` class: Adam, AdamW, SGD...).
+        train.scheduler_g, train.scheduler_task: Schedulers; either falls back to ``train.scheduler``.
+
+    Validation reports PSNR/SSIM (``val.metrics``), ``task_miou`` (this model's task network on SR images) and,
+    with ``val.judge``, ``judge_miou``; pictures of both with ``save_img``.
+    """
+
+    # ----------------------------------------------------------------------------------------- construction
+    def __init__(self, opt: dict) -> None:
+        super().__init__(opt)  # SRModel builds net_g and, for training, calls init_training_settings
+        if not hasattr(self, 'net_task') and self.opt['path'].get('pretrain_network_task'):
+            self._build_task_network(trainable=False)  # testing: score the trained task network too
+
+    def init_training_settings(self) -> None:
+        train_opt = self.opt['train']
+        self.update_sr = bool(train_opt.get('update_sr', True))
+        self.update_task = bool(train_opt.get('update_task', True))
+        self.alternate = bool(train_opt.get('alternate', True))
+        self._check_training_options(train_opt)
+        require_labelled_train_data(self.opt, 'SR4IRModel')
+        self._build_task_network(trainable=self.update_task)
+        self._build_losses(train_opt)
+        self.init_tdp(self.net_task)
+        if self.update_sr:
+            self.init_ema()
+            self.net_g.train()
+        else:
+            self.ema_decay = 0
+            self.net_g = freeze(self.get_bare_model(self.net_g))  # frozen: never DDP-wrapped
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def _check_training_options(self, train_opt: dict) -> None:
+        """Refuse option sets that would train nothing or silently ignore a loss."""
+        if not (self.update_sr or self.update_task):
+            raise ValueError("SR4IRModel: 'train.update_sr' and 'train.update_task' are both false: nothing trains.")
+        task_keys = tuple(f'task_{v}_opt' for v in TASK_VIEWS)
+        for flag, keys, phase in (('update_sr', SR_LOSSES, 'SR'), ('update_task', task_keys, 'task')):
+            names = [f'train.{k}' for k in keys]
+            present = [f'train.{k}' for k in keys if train_opt.get(k)]
+            sr_fed_by_task = flag == 'update_sr' and not self.alternate and (train_opt.get('task_sr_opt') or
+                                                                           train_opt.get('task_cqmix_opt'))
+            if getattr(self, flag) and not present and not sr_fed_by_task:
+                raise ValueError(f"SR4IRModel: 'train.{flag}' is true but no {phase}-phase loss is set; set one of "
+                                 f'{names}.')
+            if not getattr(self, flag) and present:
+                raise ValueError(f"SR4IRModel: 'train.{flag}' is false, so {present} would be ignored; remove them "
+                                 'or set the flag to true.')
+        if not self.alternate and not (self.update_sr and self.update_task):
+            raise ValueError("SR4IRModel: 'train.alternate: false' (joint training) needs 'train.update_sr' and "
+                             "'train.update_task' both true.")
+
+    def _build_task_network(self, trainable: bool) -> None:
+        net_opt = self.opt.get('network_task')
+        if not isinstance(net_opt, dict) or 'type' not in net_opt:
+            raise ValueError("Option 'network_task' (the segmentation network block with a 'type') is required by "
+                             'SR4IRModel.')
+        path_opt = self.opt['path']
+        if trainable:
+            self.net_task = self.model_to_device(build_network(net_opt))
+            self.load_network_from_path_opt(self.net_task, 'task')
+            self.net_task.train()
+        else:
+            load_path = path_opt.get('pretrain_network_task')
+            if load_path is None:
+                get_root_logger().warning('SR4IRModel: the task network is frozen but '
+                                          "'path.pretrain_network_task' is not set: it keeps its initial weights.")
+            self.net_task = self.build_frozen_network(net_opt, 'network_task', load_path,
+                                                      path_opt.get('param_key_task', 'params'))
+        self.print_network(self.net_task)
+        bare = self.get_bare_model(self.net_task)
+        self.num_classes = int(bare.num_classes)
+        check_num_classes(self.opt, self.num_classes, 'network_task.num_classes')
+
+    def _build_losses(self, train_opt: dict) -> None:
+        def build(key):
+            return build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None
+
+        self.cri_pix, self.cri_perceptual, self.cri_sr_ce = build('pixel_opt'), build('perceptual_opt'), \
+            build('sr_ce_opt')
+        self.cri_task = {view: build(f'task_{view}_opt') for view in TASK_VIEWS}
+        bare = self.get_bare_model(self.net_task)
+        self.aux_weight = float(train_opt.get('aux_weight', 0.5)) if bare.has_aux else 0.0
+        cqmix_opt = dict(train_opt.get('cqmix') or {})
+        unknown = set(cqmix_opt) - {'grid', 'prob'}
+        if unknown:
+            raise ValueError(f"Option 'train.cqmix' has unknown keys {sorted(unknown)}; known: ['grid', 'prob'].")
+        self.cqmix_grid = grid_shape(cqmix_opt.get('grid', 8))
+        self.cqmix_prob = float(cqmix_opt.get('prob', 0.5))
+        if not 0.0 <= self.cqmix_prob <= 1.0:
+            raise ValueError(f"Option 'train.cqmix.prob' = {self.cqmix_prob} is not in [0, 1].")
+
+    def setup_optimizers(self) -> None:
+        if self.update_sr:
+            self.optimizer_g = self.build_optimizer('optim_g', self.net_g.parameters())
+        if self.update_task:
+            self.optimizer_task = self.build_optimizer('optim_task', self.net_task.parameters())
+
+    def feed_data(self, data: Dict[str, Tensor]) -> None:
+        super().feed_data(data)
+        self.feed_labels(data)
+
+    # ------------------------------------------------------------------------------------------ training step
+    def optimize_parameters(self, current_iter: int) -> None:
+        self.require_labels()
+        loss_dict = OrderedDict()
+        if not self.alternate:
+            self.joint_step(current_iter, loss_dict)
+        else:
+            if self.update_sr:
+                self.sr_step(current_iter, loss_dict)
+            if self.update_task:
+                self.task_step(loss_dict)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def sr_step(self, current_iter: int, loss_dict: Dict[str, Tensor]) -> None:
+        """Phase 1: update the SR network; the task network is frozen and in eval mode."""
+        self.optimizer_g.zero_grad()
+        self.output = self.net_g(self.lq)
+        self.sr_loss(current_iter, loss_dict).backward()
+        self.optimizer_g.step()
+
+    def task_step(self, loss_dict: Dict[str, Tensor]) -> None:
+        """Phase 2: update the task network on SR (detached, from the current SR network), HR and CQMix images."""
+        with torch.no_grad():
+            self.output = self.net_g(self.lq)
+        self.optimizer_task.zero_grad()
+        self.task_loss(self.output, loss_dict).backward()
+        self.optimizer_task.step()
+
+    def joint_step(self, current_iter: int, loss_dict: Dict[str, Tensor]) -> None:
+        """S+T: one backward of SR-phase + task-phase losses; the task loss on SR reaches the SR network."""
+        self.optimizer_g.zero_grad()
+        self.optimizer_task.zero_grad()
+        self.output = self.net_g(self.lq)
+        (self.sr_loss(current_iter, loss_dict) + self.task_loss(self.output, loss_dict)).backward()
+        self.optimizer_g.step()
+        self.optimizer_task.step()
+
+    def sr_loss(self, current_iter: int, loss_dict: Dict[str, Tensor]) -> Tensor:
+        """Pixel, perceptual, TDP and (optional) frozen-task cross-entropy of ``self.output``."""
+        terms: List[Tensor] = []
+        if self.cri_pix:
+            loss_dict['l_pix'] = self.cri_pix(self.output, self.gt)
+            terms.append(loss_dict['l_pix'])
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
+                if value is not None:
+                    loss_dict[name] = value
+                    terms.append(value)
+        l_tdp = self.tdp_loss(current_iter, loss_dict)
+        if l_tdp is not None:
+            terms.append(l_tdp)
+        if self.cri_sr_ce:
+            bare = self.get_bare_model(self.net_task)
+            with frozen_eval(bare):
+                out = bare(self.output)
+            loss_dict['l_sr_ce'] = self.head_loss(self.cri_sr_ce, out)
+            terms.append(loss_dict['l_sr_ce'])
+        return sum(terms[1:], terms[0]) if terms else self.output.new_zeros(())
+
+    def task_views(self, sr: Tensor) -> List[Tuple[str, Tensor]]:
+        """The task network's training images for this batch: ``(view name, images)`` for the configured views."""
+        images = {'sr': lambda: sr, 'hr': lambda: self.gt,
+                  'cqmix': lambda: cross_quality_mix(sr, self.gt, self.cqmix_grid, self.cqmix_prob)[0]}
+        return [(view, images[view]()) for view in TASK_VIEWS if self.cri_task[view] is not None]
+
+    def task_loss(self, sr: Tensor, loss_dict: Dict[str, Tensor]) -> Tensor:
+        """Weighted cross-entropy of the task network on each view, from one forward over all views."""
+        views = self.task_views(sr)
+        out = self.net_task(torch.cat([img for _, img in views], dim=0))
+        chunks = {key: value.chunk(len(views)) for key, value in out.items() if key in ('out', 'aux')}
+        total = None
+        for i, (view, _) in enumerate(views):
+            loss = self.head_loss(self.cri_task[view], {key: value[i] for key, value in chunks.items()})
+            loss_dict[f'l_task_{view}'] = loss
+            total = loss if total is None else total + loss
+        return total
+
+    def head_loss(self, criterion, out: Dict[str, Tensor]) -> Tensor:
+        """``criterion`` on the main logits plus ``aux_weight`` times it on the aux logits (when present)."""
+        loss = criterion(out['out'], self.seg)
+        if self.aux_weight > 0 and 'aux' in out:
+            loss = loss + self.aux_weight * criterion(out['aux'], self.seg)
+        return loss
+
+    # ------------------------------------------------------------------------------------ validation, saving
+    def task_predictors(self) -> Dict[str, Predictor]:
+        predictors = super().task_predictors()
+        if hasattr(self, 'net_task'):
+            predictors['task'] = network_predictor(self.get_bare_model(self.net_task))
+        return predictors
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        """Save ``net_task`` and then ``net_g`` (+ EMA) and the training state (both optimizers and schedulers)."""
+        self.save_network(self.net_task, 'net_task', current_iter)
+        super().save(epoch, current_iter)
+
+    def test(self) -> None:
+        was_training = self.net_g.training  # a frozen SR network stays in eval mode
+        super().test()
+        self.net_g.train(was_training)
+
+    def get_current_learning_rate(self) -> List[float]:
+        return [optimizer.param_groups[0]['lr'] for optimizer in self.optimizers]
+
