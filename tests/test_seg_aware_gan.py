@@ -1,5 +1,4 @@
 """SegAwareDiscriminator, the task losses and SegAwareGANModel (CPU, tiny)."""
-import copy
 import math
 
 import pytest
