@@ -40,7 +40,7 @@ setup(
         'scipy',
     ],
     extras_require={
-        'dev': ['pytest>=7'],
+        'dev': ['pytest>=7', 'open_clip_torch', 'lpips'],
         'clip': ['open_clip_torch'],
     },
     entry_points={
@@ -48,6 +48,7 @@ setup(
             'segsr-train=segsr.train:main',
             'segsr-test=segsr.test:main',
             'segsr-evaluate=segsr.evaluate:main',
+            'segsr-srbench=segsr.sr_bench:main',
         ],
     },
     classifiers=[

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up segsr and run the main job on the embedded synthetic data (CPU is fine; a few minutes):
-# judge -> L1 RRDB -> stock ESRGAN, the segmentation-aware GAN and SR4IR (all from the L1 RRDB) -> one evaluation
+# judge -> L1 RRDB -> stock ESRGAN, the segmentation-aware GAN, SR4IR and SeD (all from the L1 RRDB) -> one evaluation
 # table + picture grid with the same judge.
 # Usage (from anywhere): bash scripts/demo.sh     Outputs: experiments/demo_*, results/demo_eval/
 set -euo pipefail
@@ -16,6 +16,7 @@ python segsr/train.py -opt options/demo/train_rrdb_l1_demo.yml
 python segsr/train.py -opt options/demo/train_esrgan_demo.yml
 python segsr/train.py -opt options/demo/train_segsr_demo.yml
 python segsr/train.py -opt options/demo/train_sr4ir_demo.yml
+python segsr/train.py -opt options/demo/train_sed_demo.yml
 python segsr/evaluate.py -opt options/demo/evaluate_demo.yml
 echo
 cat results/demo_eval/results.md

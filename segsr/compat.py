@@ -17,6 +17,10 @@ Fixes:
        latest file) and swallow errors: replaced by atomic writes.
     7. ``parse_options`` ignores ``path.experiments_root`` / ``path.results_root``, sends a stock ``num_gpu: 1``
        config to CUDA on a CPU-only machine, and reports an unknown ``type`` only deep inside building.
+    8. ``RealESRGANModel`` / ``RealESRNetModel`` put their JPEG simulator, USM sharpener and training-pair pool on
+       CUDA with ``.cuda()``: now on the model's device (CPU included); a pool size that the batch size does not
+       divide is a ``ValueError`` naming ``queue_size`` instead of an assert. Their ``filter2D`` calls ``.view`` on
+       tensors that CPU ops (the JPEG simulator) leave non-contiguous: replaced by a version using ``reshape``.
 """
 import os
 import sys
@@ -116,6 +120,77 @@ def _patch_perceptual_l2() -> None:
     PerceptualLoss.__init__ = __init__
 
 
+def _realesr_init(model_cls):
+    """Device-aware ``__init__`` for BasicSR's Real-ESRGAN / Real-ESRNet models."""
+
+    def __init__(self, opt):
+        from basicsr.utils import DiffJPEG, USMSharp
+
+        super(model_cls, self).__init__(opt)
+        self.jpeger = DiffJPEG(differentiable=False).to(self.device)  # JPEG compression artefacts
+        self.usm_sharpener = USMSharp().to(self.device)
+        self.queue_size = opt.get('queue_size', 180)
+
+    return __init__
+
+
+@torch.no_grad()
+def _dequeue_and_enqueue(self) -> None:
+    """Real-ESRGAN's training-pair pool, allocated on the batch's device.
+
+    Fills the pool with the first ``queue_size`` samples; once full, each batch is swapped with ``b`` random
+    samples of the pool, which mixes degradations across batches.
+    """
+    b = self.lq.size(0)
+    if not hasattr(self, 'queue_lr'):
+        if self.queue_size % b:
+            raise ValueError(f"Option 'queue_size' = {self.queue_size} must be divisible by the batch size {b}.")
+        self.queue_lr = self.lq.new_zeros((self.queue_size, ) + tuple(self.lq.shape[1:]))
+        self.queue_gt = self.gt.new_zeros((self.queue_size, ) + tuple(self.gt.shape[1:]))
+        self.queue_ptr = 0
+    if self.queue_ptr < self.queue_size:  # still filling: keep the batch as it is
+        self.queue_lr[self.queue_ptr:self.queue_ptr + b] = self.lq
+        self.queue_gt[self.queue_ptr:self.queue_ptr + b] = self.gt
+        self.queue_ptr += b
+        return
+    order = torch.randperm(self.queue_size, device=self.queue_lr.device)
+    self.queue_lr, self.queue_gt = self.queue_lr[order], self.queue_gt[order]
+    lq_out, gt_out = self.queue_lr[:b].clone(), self.queue_gt[:b].clone()
+    self.queue_lr[:b], self.queue_gt[:b] = self.lq, self.gt
+    self.lq, self.gt = lq_out, gt_out
+
+
+def _filter2d(img: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``basicsr.utils.img_process_util.filter2D`` (per-image ``k x k`` kernels, reflect padding) for any layout."""
+    from torch.nn import functional as F
+
+    k = kernel.size(-1)
+    if k % 2 != 1:
+        raise ValueError(f'filter2D: the kernel size must be odd, got {k}.')
+    b, c, h, w = img.size()
+    img = F.pad(img, (k // 2, k // 2, k // 2, k // 2), mode='reflect')
+    ph, pw = img.shape[-2:]
+    if kernel.size(0) == 1:  # one kernel for the whole batch
+        out = F.conv2d(img.reshape(b * c, 1, ph, pw), kernel.reshape(1, 1, k, k))
+    else:
+        weight = kernel.reshape(b, 1, k, k).repeat(1, c, 1, 1).reshape(b * c, 1, k, k)
+        out = F.conv2d(img.reshape(1, b * c, ph, pw), weight, groups=b * c)
+    return out.reshape(b, c, h, w)
+
+
+def _patch_realesr_models() -> None:
+    import basicsr.models.realesrgan_model as realesrgan_model
+    import basicsr.models.realesrnet_model as realesrnet_model
+    import basicsr.utils.img_process_util as img_process_util
+
+    for module in (realesrgan_model, realesrnet_model):
+        model_cls = module.RealESRGANModel if module is realesrgan_model else module.RealESRNetModel
+        model_cls.__init__ = _realesr_init(model_cls)
+        model_cls._dequeue_and_enqueue = _dequeue_and_enqueue
+        module.filter2D = _filter2d
+    img_process_util.filter2D = _filter2d
+
+
 def _wrap_parse_options(original):
     if getattr(original, '_segsr_patched', False):
         return original
@@ -154,4 +229,5 @@ def apply() -> None:
     BaseModel.save_network = save_network
     BaseModel.save_training_state = save_training_state
     _patch_perceptual_l2()
+    _patch_realesr_models()
     _PATCHED = True

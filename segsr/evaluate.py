@@ -57,19 +57,23 @@ def load_config(path: str) -> dict:
     for key in ('name', 'scale', 'dataset', 'judge', 'methods'):
         if key not in cfg:
             raise ValueError(f"{path}: key '{key}' is required.")
-    if not isinstance(cfg['methods'], list) or not cfg['methods']:
+    typed = {'datasets': {'val': cfg['dataset']}, 'val': {'judge': cfg['judge'], 'metrics': cfg.get('metrics') or {}}}
+    check_methods(cfg['methods'], path, typed)
+    return cfg
+
+
+def check_methods(methods, path: str, typed: dict) -> None:
+    """Validate a ``methods`` list, then every registered type in it and in ``typed`` (errors name the file)."""
+    if not isinstance(methods, list) or not methods:
         raise ValueError(f"{path}: 'methods' must be a non-empty list.")
-    for i, method in enumerate(cfg['methods']):
-        if method.get('type') not in METHOD_TYPES or not method.get('name'):
+    for i, method in enumerate(methods):
+        if not isinstance(method, dict) or method.get('type') not in METHOD_TYPES or not method.get('name'):
             raise ValueError(f"{path}: methods[{i}] needs a 'name' and a 'type' in {list(METHOD_TYPES)}.")
         if method['type'] == 'generator' and (not isinstance(method.get('network_g'), dict) or not method.get('path')):
             raise ValueError(f"{path}: methods[{i}] ('{method['name']}') needs 'network_g' and 'path'.")
-    typed = {'datasets': {'val': cfg['dataset']}, 'val': {'judge': cfg['judge'], 'metrics': cfg.get('metrics') or {}}}
-    for i, method in enumerate(cfg['methods']):
-        if method['type'] == 'generator':
-            typed[f'network_g_{i}'] = method['network_g']
+    typed = dict(typed)
+    typed.update({f'network_g_{i}': m['network_g'] for i, m in enumerate(methods) if m['type'] == 'generator'})
     check_registered_types(typed, source=path)
-    return cfg
 
 
 def default_metrics(scale: int) -> dict:
@@ -229,12 +233,18 @@ def _json_default(value):
     raise TypeError(f'not JSON serialisable: {type(value)}')
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('-opt', required=True, help='Path to the evaluation YAML config.')
+def run_cli(description: str, load: Callable[[str], dict], run: Callable[[dict, Optional[str]], dict],
+            argv: Optional[List[str]] = None) -> None:
+    """``-opt CONFIG [--output_dir DIR]`` command line of the evaluation commands."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('-opt', required=True, help='Path to the YAML config.')
     parser.add_argument('--output_dir', default=None, help='Where to write results (default: results/<name>).')
     args = parser.parse_args(argv)
-    run_evaluation(load_config(args.opt), args.output_dir)
+    run(load(args.opt), args.output_dir)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    run_cli(__doc__.split('\n\n')[0], load_config, run_evaluation, argv)
 
 
 if __name__ == '__main__':

@@ -100,3 +100,43 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path):
         atomic_torch_save({'a': torch.zeros(2), 'b': Unpicklable()}, path)
     assert torch.equal(torch.load(path)['a'], torch.ones(2))
     assert os.listdir(tmp_path) == ['net_latest.pth']  # no temporary left behind
+
+
+def test_filter2d_replacement_matches_basicsr_and_takes_non_contiguous_input():
+    import basicsr.models.realesrgan_model as realesrgan_model
+    import basicsr.utils.img_process_util as img_process_util
+
+    from segsr.compat import _filter2d
+
+    assert realesrgan_model.filter2D is _filter2d and img_process_util.filter2D is _filter2d
+    torch.manual_seed(0)
+    img, kernels = torch.rand(2, 3, 20, 17), torch.rand(2, 5, 5)
+    expected = torch.stack([  # per image and channel: reflect padding + correlation with its kernel
+        torch.nn.functional.conv2d(torch.nn.functional.pad(img[b:b + 1], (2, 2, 2, 2), mode='reflect').transpose(0, 1),
+                                   kernels[b].view(1, 1, 5, 5))[:, 0] for b in range(2)])
+    assert torch.allclose(_filter2d(img, kernels), expected, atol=1e-6)
+    assert torch.allclose(_filter2d(img, kernels[:1]), _filter2d(img, kernels[:1].expand(2, 5, 5)), atol=1e-6)
+    channels_last = img.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # not contiguous: .view would fail
+    assert torch.allclose(_filter2d(channels_last, kernels), expected, atol=1e-6)
+
+
+def test_realesrgan_pool_on_cpu():
+    """The training-pair pool fills, then swaps batches with random pool entries, all on the batch's device."""
+    from types import SimpleNamespace
+
+    from segsr.compat import _dequeue_and_enqueue
+
+    model = SimpleNamespace(queue_size=4)
+    batches = [torch.full((2, 3, 4, 4), float(i)) for i in range(3)]
+    for i in range(2):
+        model.lq, model.gt = batches[i], batches[i].repeat(1, 1, 4, 4)
+        _dequeue_and_enqueue(model)
+        assert torch.equal(model.lq, batches[i])  # filling: the batch passes through
+    model.lq, model.gt = batches[2], batches[2].repeat(1, 1, 4, 4)
+    _dequeue_and_enqueue(model)
+    assert set(model.lq[:, 0, 0, 0].tolist()) <= {0.0, 1.0}  # two samples from the pool
+    assert torch.equal(model.gt[:, :, :4, :4], model.lq)  # pairs stay pairs
+    assert sorted(model.queue_lr[:, 0, 0, 0].tolist()).count(2.0) == 2  # the new batch went into the pool
+    model2 = SimpleNamespace(queue_size=3, lq=batches[0], gt=batches[0])
+    with pytest.raises(ValueError, match="'queue_size' = 3"):
+        _dequeue_and_enqueue(model2)

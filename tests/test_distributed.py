@@ -89,3 +89,18 @@ def test_sr4ir_frozen_sr_gloo_two_ranks_end_identical(tiny_data, tmp_path):
     assert rank0['net_task.wrapped'] == 'DistributedDataParallel' and rank0['net_g.wrapped'] == 'EDSR'
     for name in ('net_g', 'net_task'):
         assert_same_weights(rank0, rank1, name)
+
+
+def test_sed_gloo_two_ranks_end_identical(tiny_data, tmp_path):
+    """SeDModel: G and D are DDP-wrapped and end identical; the frozen semantic extractor is not wrapped."""
+    from test_sed import sed_opt
+
+    opt = sed_opt(tiny_data)
+    opt.update(name='dist_sed')
+    opt['train'].update(total_iter=2)
+    opt['datasets']['train']['batch_size_per_gpu'] = 1
+    rank0, rank1 = run_torchrun(opt, tmp_path, ['net_g', 'net_d', 'net_sem'])
+    assert rank0['net_g.wrapped'] == rank0['net_d.wrapped'] == 'DistributedDataParallel'
+    assert rank0['net_sem.wrapped'] != 'DistributedDataParallel'
+    for name in ('net_g', 'net_d', 'net_sem'):
+        assert_same_weights(rank0, rank1, name)

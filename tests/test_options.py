@@ -16,7 +16,9 @@ def test_option_files_exist():
     for name in ('options/train_segsr_x4.yml', 'options/test_segsr_x4.yml', 'options/train_esrgan_baseline_x4.yml',
                  'options/demo/train_segsr_demo.yml', 'options/demo/evaluate_demo.yml',
                  'options/demo/train_sr4ir_demo.yml', 'options/sr4ir/camvid/014_sr4ir_x4.yml',
-                 'options/sr4ir/camvid/024_sr4ir_x8.yml', 'options/sr4ir/camvid/cpu/sr4ir_x4.yml'):
+                 'options/sr4ir/camvid/024_sr4ir_x8.yml', 'options/sr4ir/camvid/cpu/sr4ir_x4.yml',
+                 'options/sed/train_SeD_P_x4.yml', 'options/sed/train_SeD_U_realesrgan_x4plus.yml',
+                 'options/sed/cpu/evaluate_sr_bench.yml'):
         assert name in names
 
 
@@ -24,7 +26,11 @@ def test_option_files_exist():
 def test_option_file_is_valid(path):
     with open(path) as f:
         opt = yaml.safe_load(f)
-    if 'methods' in opt:  # an evaluation config
+    if 'methods' in opt and 'bench_root' in opt:  # an SR-bench evaluation config
+        from segsr.sr_bench import load_config as load_bench_config
+        load_bench_config(path)
+        classes = set()
+    elif 'methods' in opt:  # a labelled-set evaluation config
         from segsr.evaluate import load_config
         load_config(path)
         classes = {opt['dataset']['num_classes'], opt['judge']['network']['num_classes']}

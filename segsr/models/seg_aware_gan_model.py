@@ -9,24 +9,24 @@ Systems 2025. Generator and discriminator train alternately:
   the task branch's capacity grows along with the SR network.
 
 Built on BasicSR's ``SRGANModel`` (networks, EMA, pixel/perceptual/GAN losses, ``net_d_iters`` /
-``net_d_init_iters``, saving); only the training step and the task-specific pieces are new.
+``net_d_init_iters``, saving) and segsr's shared GAN step (:mod:`segsr.models.gan_step`); only the task-specific
+terms are added here, through the step's hooks.
 """
-from collections import OrderedDict
-from typing import Dict, Tuple
+from typing import Dict
 
-import torch
 from basicsr.losses import build_loss
 from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
-from segsr.models.base import SegsrModelMixin, check_num_classes, require_labelled_train_data
+from segsr.models.base import check_num_classes, require_labelled_train_data
+from segsr.models.gan_step import DOutput, GANStepMixin
 from segsr.models.task_eval import Predictor, TaskValidationMixin
 from segsr.models.task_feature import TDPMixin
 
 
 @MODEL_REGISTRY.register()
-class SegAwareGANModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRGANModel):
+class SegAwareGANModel(TDPMixin, TaskValidationMixin, GANStepMixin, SRGANModel):
     """SR GAN whose discriminator also segments (``network_d: {type: SegAwareDiscriminator, ...}``).
 
     Options (``train``) on top of BasicSR's SRGAN/ESRGAN ones (``pixel_opt``, ``perceptual_opt``, ``gan_opt``,
@@ -42,9 +42,13 @@ class SegAwareGANModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRGANMode
             (``param_key_task``); ``tdp_warmup_iter``: iterations without it. The task network is saved as
             ``net_task`` with each checkpoint so that ``--auto_resume`` finds it.
 
+    SeD conditioning: with ``network_d.semantic_dim`` set and a ``network_sem`` extractor block, the
+    discriminator's trunk fuses the HR image's semantics (the same mechanism as :class:`SeDModel`, see
+    :mod:`segsr.models.gan_step`): task branch, SeD and TDP in one run.
+
     The training dataset must provide ``seg`` (e.g. ``PairedImageSegDataset``); its ``num_classes``, the
     discriminator's and the judge's must agree. Validation logs PSNR/SSIM, ``judge_miou`` and ``disc_miou`` (the
-    discriminator task head's own mIoU on SR images, a diagnostic).
+    discriminator task head's own mIoU on SR images, a diagnostic; with SeD, under the SR image's own semantics).
     """
 
     def init_training_settings(self) -> None:
@@ -56,8 +60,7 @@ class SegAwareGANModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRGANMode
             raise ValueError(f"Option 'network_d.type' = '{self.opt['network_d']['type']}' has no segmentation "
                              "head; SegAwareGANModel needs a discriminator such as SegAwareDiscriminator.")
         check_num_classes(self.opt, bare_d.num_classes, 'network_d.num_classes')
-        if not getattr(self, 'cri_gan', None):
-            raise ValueError("Option 'train.gan_opt' is required by SegAwareGANModel.")
+        self.init_gan_step()
         if not train_opt.get('d_task_opt'):
             raise ValueError("Option 'train.d_task_opt' (e.g. {type: DiscriminatorTaskLoss}) is required by "
                              'SegAwareGANModel: it trains the discriminator\'s task head.')
@@ -65,7 +68,6 @@ class SegAwareGANModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRGANMode
         task_adv = train_opt.get('task_adv_opt')
         self.cri_task_adv = build_loss(task_adv).to(self.device) if task_adv else None
         self.task_warmup_iter = int(train_opt.get('task_warmup_iter', 0))
-        self.relativistic = bool(train_opt.get('relativistic', False))
         self._init_task_network()
 
     def _init_task_network(self) -> None:
@@ -85,103 +87,35 @@ class SegAwareGANModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRGANMode
             check_num_classes(self.opt, self.net_task.num_classes, 'network_task.num_classes')
         self.init_tdp(self.net_task)
 
-    def setup_optimizers(self) -> None:
-        self.optimizer_g = self.build_optimizer('optim_g', self.net_g.parameters())
-        self.optimizer_d = self.build_optimizer('optim_d', self.net_d.parameters())
-
     def feed_data(self, data: Dict[str, Tensor]) -> None:
         super().feed_data(data)
         self.feed_labels(data)
 
     # ------------------------------------------------------------------------------------------ training step
-    def optimize_parameters(self, current_iter: int) -> None:
+    def before_step(self) -> None:
         self.require_labels()
-        loss_dict = OrderedDict()
-        self._set_d_requires_grad(False)
-        self.optimizer_g.zero_grad()
-        self.output = self.net_g(self.lq)
-        if current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters:
-            self.generator_loss(current_iter, loss_dict).backward()
-            self.optimizer_g.step()
 
-        self._set_d_requires_grad(True)
-        self.optimizer_d.zero_grad()
-        self.discriminator_loss(loss_dict).backward()
-        self.optimizer_d.step()
+    def generator_needs_seg(self, current_iter: int) -> bool:
+        return self.cri_task_adv is not None and current_iter > self.task_warmup_iter
 
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
-
-    def _set_d_requires_grad(self, flag: bool) -> None:
-        for p in self.net_d.parameters():
-            p.requires_grad = flag
-
-    def generator_loss(self, current_iter: int, loss_dict: Dict[str, Tensor]) -> Tensor:
-        """Pixel + perceptual + adversarial + task-adversarial (+ :meth:`extra_generator_loss`) on ``self.output``."""
-        l_total = self.content_loss(loss_dict)
-        use_task = self.cri_task_adv is not None and current_iter > self.task_warmup_iter
-        fake = self.net_d(self.output, return_seg=use_task)
-        if self.relativistic:
-            real_rf = self.net_d(self.gt, return_seg=False)['rf'].detach()
-            l_g_gan = (self.cri_gan(real_rf - fake['rf'].mean(), False, is_disc=False) +
-                       self.cri_gan(fake['rf'] - real_rf.mean(), True, is_disc=False)) / 2
-        else:
-            l_g_gan = self.cri_gan(fake['rf'], True, is_disc=False)
-        loss_dict['l_g_gan'] = l_g_gan
-        l_total = l_total + l_g_gan
-        if use_task:
-            l_g_task = self.cri_task_adv(fake['seg'], self.seg)
-            loss_dict['l_g_task'] = l_g_task
-            l_total = l_total + l_g_task
-        return l_total + self.extra_generator_loss(current_iter, loss_dict)
-
-    def content_loss(self, loss_dict: Dict[str, Tensor]) -> Tensor:
-        """Pixel and perceptual/style losses of ``self.output`` against ``self.gt`` (those configured)."""
+    def extra_generator_loss(self, current_iter: int, loss_dict: Dict[str, Tensor], fake: DOutput) -> Tensor:
+        """Task-adversarial term (after ``task_warmup_iter``) and the TDP loss (after ``tdp_warmup_iter``)."""
         l_total = self.output.new_zeros(())
-        if self.cri_pix:
-            loss_dict['l_g_pix'] = self.cri_pix(self.output, self.gt)
-            l_total = l_total + loss_dict['l_g_pix']
-        if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            for name, value in (('l_g_percep', l_percep), ('l_g_style', l_style)):
-                if value is not None:
-                    loss_dict[name] = value
-                    l_total = l_total + value
-        return l_total
-
-    def extra_generator_loss(self, current_iter: int, loss_dict: Dict[str, Tensor]) -> Tensor:
-        """Further generator terms: the TDP loss when configured (after ``tdp_warmup_iter``)."""
+        if self.generator_needs_seg(current_iter):
+            loss_dict['l_g_task'] = self.cri_task_adv(fake['seg'], self.seg)
+            l_total = l_total + loss_dict['l_g_task']
         l_tdp = self.tdp_loss(current_iter, loss_dict)
-        return l_tdp if l_tdp is not None else self.output.new_zeros(())
+        return l_total + l_tdp if l_tdp is not None else l_total
 
-    def discriminator_loss(self, loss_dict: Dict[str, Tensor]) -> Tensor:
-        """Real/fake + task loss of the discriminator, from ONE forward pass over ``[HR; SR.detach()]``.
-
-        One pass (rather than BasicSR's separate real and fake passes) runs every parameter exactly once per
-        backward, which keeps DistributedDataParallel happy without ``find_unused_parameters``. The trunk uses no
-        batch statistics by default (spectral norm), so the result equals two separate passes.
-        """
-        both = self.net_d(torch.cat([self.gt, self.output.detach()], dim=0), return_seg=True)
-        real_rf, fake_rf = both['rf'].chunk(2)
+    def extra_discriminator_loss(self, both: DOutput, loss_dict: Dict[str, Tensor]) -> Tensor:
+        """Task loss of the discriminator's segmentation head on HR (and optionally SR) images."""
         real_seg, fake_seg = both['seg'].chunk(2)
-        l_d_real, l_d_fake = self.discriminator_gan_loss(real_rf, fake_rf)
         l_d_task, l_d_task_sr = self.cri_d_task(real_seg, self.seg, fake_seg)
-        loss_dict.update(l_d_real=l_d_real, out_d_real=real_rf.detach().mean(), l_d_fake=l_d_fake,
-                         out_d_fake=fake_rf.detach().mean(), l_d_task=l_d_task)
-        l_total = l_d_real + l_d_fake + l_d_task
-        if l_d_task_sr is not None:
-            loss_dict['l_d_task_sr'] = l_d_task_sr
-            l_total = l_total + l_d_task_sr
-        return l_total
-
-    def discriminator_gan_loss(self, real_rf: Tensor, fake_rf: Tensor) -> Tuple[Tensor, Tensor]:
-        """Standard or relativistic-average (ESRGAN) real and fake terms."""
-        if self.relativistic:
-            l_real = self.cri_gan(real_rf - fake_rf.detach().mean(), True, is_disc=True) * 0.5
-            l_fake = self.cri_gan(fake_rf - real_rf.detach().mean(), False, is_disc=True) * 0.5
-            return l_real, l_fake
-        return self.cri_gan(real_rf, True, is_disc=True), self.cri_gan(fake_rf, False, is_disc=True)
+        loss_dict['l_d_task'] = l_d_task
+        if l_d_task_sr is None:
+            return l_d_task
+        loss_dict['l_d_task_sr'] = l_d_task_sr
+        return l_d_task + l_d_task_sr
 
     def save(self, epoch: int, current_iter: int) -> None:
         if getattr(self, 'net_task', None) is not None:
@@ -192,5 +126,8 @@ class SegAwareGANModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRGANMode
     def task_predictors(self) -> Dict[str, Predictor]:
         predictors = super().task_predictors()
         if hasattr(self, 'net_d'):  # built for training only
-            predictors['disc'] = self.get_bare_model(self.net_d).segment
+            bare_d = self.get_bare_model(self.net_d)
+            sem = getattr(self, 'net_sem', None)
+            predictors['disc'] = (bare_d.segment if sem is None else
+                                  lambda img: bare_d.segment(img, semantic=sem(img)))
         return predictors
