@@ -38,6 +38,7 @@ setup(
         'numpy',
         'pyyaml',
         'scipy',
+        'matplotlib',
     ],
     extras_require={
         'dev': ['pytest>=7', 'open_clip_torch', 'lpips'],
@@ -49,6 +50,7 @@ setup(
             'segsr-test=segsr.test:main',
             'segsr-evaluate=segsr.evaluate:main',
             'segsr-srbench=segsr.sr_bench:main',
+            'segsr-benchmark=segsr.benchmark:main',
         ],
     },
     classifiers=[

@@ -3,6 +3,7 @@
 Experiments go to ``./experiments/<name>`` under the current directory, or to ``path.experiments_root``.
 Multi-process: ``torchrun --nproc_per_node=N segsr/train.py -opt X.yml --launcher pytorch`` (NCCL on GPUs, gloo on
 CPU).
+Mixed precision: ``train.amp: bf16`` or ``auto`` (see :mod:`segsr.utils.amp`), for stock BasicSR models too.
 """
 import os
 import sys
@@ -13,8 +14,11 @@ if __package__ in (None, ''):  # run as a script: make the repository importable
 import segsr  # noqa: E402,F401  (compat patches + registration before basicsr's pipeline)
 import basicsr.train  # noqa: E402
 
+from segsr.utils.amp import with_amp  # noqa: E402
+
 
 def main() -> None:
+    basicsr.train.build_model = with_amp(basicsr.train.build_model)  # honour train.amp for every model type
     basicsr.train.train_pipeline(os.getcwd())
 
 

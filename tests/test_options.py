@@ -18,7 +18,8 @@ def test_option_files_exist():
                  'options/demo/train_sr4ir_demo.yml', 'options/sr4ir/camvid/014_sr4ir_x4.yml',
                  'options/sr4ir/camvid/024_sr4ir_x8.yml', 'options/sr4ir/camvid/cpu/sr4ir_x4.yml',
                  'options/sed/train_SeD_P_x4.yml', 'options/sed/train_SeD_U_realesrgan_x4plus.yml',
-                 'options/sed/cpu/evaluate_sr_bench.yml'):
+                 'options/sed/cpu/evaluate_sr_bench.yml', 'options/benchmark/smoke.yml',
+                 'options/benchmark/quick.yml', 'options/benchmark/full.yml'):
         assert name in names
 
 
@@ -26,7 +27,13 @@ def test_option_files_exist():
 def test_option_file_is_valid(path):
     with open(path) as f:
         opt = yaml.safe_load(f)
-    if 'methods' in opt and 'bench_root' in opt:  # an SR-bench evaluation config
+    if 'generator' in opt and 'gan' in opt:  # a benchmark profile: check every training step it generates
+        from segsr.benchmark import DataInfo, OptionBuilder, load_profile
+        data = DataInfo('/data', 'x', 7, 255, 'lmdb')
+        for step, step_opt in OptionBuilder(load_profile(path), data, '/out', 'cpu').all().items():
+            check_registered_types(step_opt, f'{path} (step {step})')
+        classes = set()
+    elif 'methods' in opt and 'bench_root' in opt:  # an SR-bench evaluation config
         from segsr.sr_bench import load_config as load_bench_config
         load_bench_config(path)
         classes = set()

@@ -28,6 +28,7 @@ from segsr.utils.visual import colorize, make_panel, save_rgb, tensor_to_rgb
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 _NEEDS_REFERENCE = ('calculate_psnr', 'calculate_ssim', 'calculate_psnr_pt', 'calculate_ssim_pt')
+_UNDEFINED_OK = ('calculate_niqe', )  # metrics that can be undefined on an image: averaged over the others
 
 
 def build_judge(judge_opt: dict, device: torch.device, option_name: str = 'val.judge') -> nn.Module:
@@ -79,6 +80,7 @@ class TaskScorer:
             raise ValueError('TaskScorer: num_classes is required to score segmentation predictors.')
         self.matrices = {name: ConfusionMatrix(num_classes, ignore_index) for name in self.predictors}
         self.sums = {name: 0.0 for name in self.metrics_opt}
+        self.counts = {name: 0 for name in self.metrics_opt}
         self.count = 0
 
     @torch.no_grad()
@@ -97,9 +99,17 @@ class TaskScorer:
         for name, m_opt in self.metrics_opt.items():
             if 'img2' not in data and m_opt.get('type') in _NEEDS_REFERENCE:
                 continue
-            value = float(calculate_metric(data, m_opt))
+            try:
+                value = float(calculate_metric(data, m_opt))
+            except (np.linalg.LinAlgError, ValueError) as err:  # NIQE of a flat image: not a failure
+                if m_opt.get('type') not in _UNDEFINED_OK:
+                    raise
+                get_root_logger().warning(f'{name} is undefined for this image ({err}); left out of its mean.')
+                record[name] = float('nan')
+                continue
             record[name] = value
             self.sums[name] += value
+            self.counts[name] += 1
         for name, predict in self.predictors.items():
             pred = predict(sr).argmax(dim=1)
             record[f'{name}_pred'] = pred[0].cpu().numpy()
@@ -109,10 +119,13 @@ class TaskScorer:
         return record
 
     def summary(self) -> Dict[str, object]:
-        """Averages of image metrics and ``<name>_miou``, ``<name>_pixacc``, ``<name>_iou`` (per class)."""
+        """Averages of image metrics and ``<name>_miou``, ``<name>_pixacc``, ``<name>_iou`` (per class).
+
+        A metric undefined on some images (NIQE of a flat image) is averaged over the others (NaN if none).
+        """
         out: Dict[str, object] = OrderedDict()
         for name, total in self.sums.items():
-            out[name] = total / max(self.count, 1)
+            out[name] = total / self.counts[name] if self.counts[name] else float('nan')
         for name, matrix in self.matrices.items():
             res = matrix.compute()
             out[f'{name}_miou'] = res.miou
