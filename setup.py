@@ -25,24 +25,26 @@ setup(
     long_description_content_type='text/markdown',
     keywords='computer vision, super-resolution, semantic segmentation, basicsr',
     url='https://github.com/segsr/segsr',
-    license='Apache License 2.0',
-    packages=find_packages(exclude=('tests', 'tests.*', 'scripts', 'options')),
-    include_package_data=True,
-    python_requires='>=3.8',
+    license='Apache-2.0',
+    packages=find_packages(include=('segsr', 'segsr.*')),
+    package_data={'segsr.benchmark_profiles': ['*.yml']},  # read at run time through importlib.resources
+    python_requires='>=3.9',
+    # Ranges, not pins: the exact versions the test suite passed with are in constraints.txt (README's commands use
+    # it). The only upper bound is basicsr: segsr.compat patches internals of its 1.4.2 release.
     install_requires=[
         'basicsr==1.4.2',
         'torch>=2.0',
         'torchvision>=0.15',
-        'opencv-python',
-        'lmdb',
-        'numpy',
-        'pyyaml',
-        'scipy',
-        'matplotlib',
+        'opencv-python>=4.5',
+        'lmdb>=1.0',
+        'numpy>=1.24',
+        'pyyaml>=5.4',
+        'scipy>=1.9',
+        'matplotlib>=3.5',
     ],
     extras_require={
-        'dev': ['pytest>=7', 'open_clip_torch', 'lpips'],
-        'clip': ['open_clip_torch'],
+        'dev': ['pytest>=8', 'open_clip_torch>=2.20', 'lpips>=0.1.4'],
+        'clip': ['open_clip_torch>=2.20'],
     },
     entry_points={
         'console_scripts': [
@@ -51,11 +53,12 @@ setup(
             'segsr-evaluate=segsr.evaluate:main',
             'segsr-srbench=segsr.sr_bench:main',
             'segsr-benchmark=segsr.benchmark:main',
+            'segsr-prepare-camvid=segsr.data.camvid:main',
+            'segsr-make-synthetic=segsr.data.synthetic:main',
         ],
     },
     classifiers=[
         'Development Status :: 3 - Alpha',
-        'License :: OSI Approved :: Apache Software License',
         'Operating System :: OS Independent',
         'Programming Language :: Python :: 3',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',

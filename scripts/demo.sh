@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${SEGSR_SKIP_INSTALL:-0}" != "1" ]; then
-  python -m pip install --disable-pip-version-check -q -e .
+  python -m pip install --disable-pip-version-check -q -c constraints.txt -e .
 fi
 if [ ! -f datasets/synthetic/dataset_info.yml ]; then
   python scripts/make_synthetic_data.py --out datasets/synthetic --num-train 48 --num-val 8 --height 192 --width 192

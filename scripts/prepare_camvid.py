@@ -1,116 +1,15 @@
-"""Convert a SegNet-layout CamVid folder into segsr's layout, with LMDBs and dataset_info.yml.
-
-Input (the SegNet tutorial's CamVid copy): ``<src>/{train,val[,test]}/*.png`` (480x360 RGB) and
-``<src>/{train,val[,test]}annot/*.png`` (8-bit class ids 0..11, 11 = Unlabelled).
-
-Output (default ``datasets/camvid``)::
-
-    <out>/{train,val[,test]}/hr/*.png     images, copied byte for byte
-    <out>/{train,val[,test]}/seg/*.png    class ids 0..10, Unlabelled (11) -> 255
-    <out>/lmdb/<split>_{hr,seg}.lmdb      unless --no-lmdb
-    <out>/dataset_info.yml
+"""Convert a SegNet-layout CamVid folder into segsr's layout (see :mod:`segsr.data.camvid`; also
+``segsr-prepare-camvid``).
 
 Example:
     python scripts/prepare_camvid.py --src ../shared/data/camvid --out datasets/camvid
 """
-import argparse
-import os
 import os.path as osp
-import shutil
 import sys
-
-import cv2
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import segsr  # noqa: E402,F401  (before basicsr)
-from segsr.data.data_util import index_by_stem, write_dataset_info  # noqa: E402
-from segsr.data.lmdb_util import make_layout_lmdbs  # noqa: E402
-from segsr.data.seg_transforms import remap_labels, validate_labels  # noqa: E402
-
-CAMVID_CLASSES = ('Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence', 'Car', 'Pedestrian',
-                  'Bicyclist')
-# Colours of the CamVid label definitions (Brostow et al.), in class order.
-CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192), (128, 128, 0),
-                  (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
-UNLABELLED = 11
-IGNORE_INDEX = 255
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--src', required=True, help='SegNet-layout CamVid folder (train/, trainannot/, ...).')
-    parser.add_argument('--out', default='datasets/camvid', help='Output root (default datasets/camvid).')
-    parser.add_argument('--splits', nargs='+', default=None, help='Splits (default: train, val, test if present).')
-    parser.add_argument('--no-lmdb', action='store_true', help='Do not build LMDBs.')
-    parser.add_argument('--overwrite', action='store_true', help='Replace existing output splits and LMDBs.')
-    return parser.parse_args()
-
-
-def convert_split(src: str, out: str, split: str, overwrite: bool) -> int:
-    """Copy one split's images and write its remapped label maps; returns the number of pairs."""
-    img_dir, ann_dir = osp.join(src, split), osp.join(src, f'{split}annot')
-    images, labels = index_by_stem(img_dir), index_by_stem(ann_dir)
-    missing = sorted(set(images) - set(labels))
-    if missing:
-        raise FileNotFoundError(f"CamVid image '{osp.join(img_dir, images[missing[0]])}' has no label in "
-                                f"'{ann_dir}' ({len(missing)} images without labels).")
-    hr_dir, seg_dir = osp.join(out, split, 'hr'), osp.join(out, split, 'seg')
-    for folder in (hr_dir, seg_dir):
-        if osp.exists(folder) and os.listdir(folder):
-            if not overwrite:
-                raise FileExistsError(f"'{folder}' is not empty; pass --overwrite to replace it.")
-            shutil.rmtree(folder)
-        os.makedirs(folder, exist_ok=True)
-    for stem, name in sorted(images.items()):
-        write_image(osp.join(img_dir, name), osp.join(hr_dir, f'{stem}.png'))
-        write_label(osp.join(ann_dir, labels[stem]), osp.join(seg_dir, f'{stem}.png'))
-    return len(images)
-
-
-def write_image(src: str, dst: str) -> None:
-    if src.lower().endswith('.png'):
-        shutil.copyfile(src, dst)
-        return
-    img = cv2.imread(src, cv2.IMREAD_COLOR)
-    if img is None or not cv2.imwrite(dst, img):
-        raise ValueError(f"Cannot convert image '{src}' to '{dst}'.")
-
-
-def write_label(src: str, dst: str) -> None:
-    label = cv2.imread(src, cv2.IMREAD_UNCHANGED)
-    if label is None:
-        raise ValueError(f"Cannot read label map '{src}'.")
-    if label.ndim != 2:
-        raise ValueError(f"Label map '{src}' has {label.shape[2]} channels; expected SegNet's single-channel ids.")
-    label = remap_labels(label, {UNLABELLED: IGNORE_INDEX})
-    validate_labels(label, len(CAMVID_CLASSES), IGNORE_INDEX, path=src)
-    if not cv2.imwrite(dst, label.astype('uint8')):
-        raise OSError(f"Cannot write '{dst}'.")
-
-
-def main() -> None:
-    args = parse_args()
-    splits = args.splits or [s for s in ('train', 'val', 'test') if osp.isdir(osp.join(args.src, s))]
-    if not splits:
-        sys.exit(f"prepare_camvid: no train/val/test folders in '{args.src}'.")
-    for split in splits:
-        count = convert_split(args.src, args.out, split, args.overwrite)
-        print(f'{split}: {count} image/label pairs -> {osp.join(args.out, split)}')
-    write_dataset_info(
-        osp.join(args.out, 'dataset_info.yml'),
-        CAMVID_CLASSES,
-        CAMVID_PALETTE,
-        ignore_index=IGNORE_INDEX,
-        name='CamVid',
-        extra=dict(source=osp.abspath(args.src), source_label_map={UNLABELLED: IGNORE_INDEX}))  # already applied
-    if not args.no_lmdb:
-        for path in make_layout_lmdbs(args.out, splits, overwrite=args.overwrite):
-            print(f'Wrote {path}')
-
+from segsr.data.camvid import main  # noqa: E402
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileExistsError, FileNotFoundError, ValueError) as err:
-        sys.exit(f'prepare_camvid: {err}')
+    main()

@@ -23,8 +23,10 @@ BasicSR option files: run any of them with ``segsr/train.py``), ``runs/<step>/``
 ``results.md``, ``results.json``, ``grid.png`` (LR | each method | HR, judge segmentation under each) and
 ``miou_vs_psnr.png``.
 
-Profiles (``options/benchmark/<name>.yml`` or any path): ``smoke`` (tiny synthetic data, 2 iterations per step:
-CI), ``quick`` (CamVid on CPU, about 80 minutes on 2 cores), ``full`` (CamVid on a CUDA GPU, bf16 autocast).
+Profiles (shipped with the package in ``segsr/benchmark_profiles/<name>.yml``, or any YAML path): ``smoke`` (tiny
+synthetic data, 2 iterations per step: CI), ``quick`` (CamVid on CPU, about 80 minutes on 2 cores), ``full`` (CamVid
+on a CUDA GPU, bf16 autocast). CamVid profiles prepare ``data.root`` from ``--source`` (the SegNet-layout CamVid
+folder) when it is not prepared yet.
 """
 import argparse
 import json
@@ -40,6 +42,7 @@ import time
 from collections import OrderedDict
 from copy import deepcopy
 from dataclasses import dataclass
+from importlib import resources
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -51,15 +54,16 @@ from basicsr.archs import build_network
 from basicsr.data import build_dataset
 from basicsr.utils import get_root_logger, get_time_str
 
+from segsr.compat import apply_basicsr_fixes
 from segsr.evaluate import (_finite_or_none, _fmt, _json_default, build_method, evaluate_method, grid_indices,
                             picture_grid)
 from segsr.models.base import freeze, load_checkpoint
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor
 from segsr.step_bench import measure_in_subprocess
+from segsr.utils.misc import module_command
 from segsr.utils.visual import save_rgb
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-PROFILE_DIR = osp.join(REPO, 'options', 'benchmark')
+PROFILE_PACKAGE = 'segsr.benchmark_profiles'
 REQUIRED_KEYS = ('name', 'data', 'judge', 'prior', 'generator', 'l1', 'gan')
 STAGE_KEYS = ('iters', 'batch', 'gt_size', 'lr')
 TRAIN_STEPS = ('judge', 'prior', 'l1', 'esrgan', 'segaware', 'sr4ir', 'sed', 'combo')
@@ -89,14 +93,27 @@ ROWS = (
 
 
 # --------------------------------------------------------------------------------------------------- profile, data
+def profile_names() -> List[str]:
+    """Names of the profiles shipped with the package (``segsr/benchmark_profiles/*.yml``)."""
+    return sorted(p.name[:-4] for p in resources.files(PROFILE_PACKAGE).iterdir() if p.name.endswith('.yml'))
+
+
 def load_profile(name_or_path: str) -> dict:
-    """Read a profile (a name in ``options/benchmark`` or a YAML path) and check its keys (errors name the file)."""
-    path = name_or_path if name_or_path.endswith(('.yml', '.yaml')) else osp.join(PROFILE_DIR, f'{name_or_path}.yml')
-    if not osp.isfile(path):
-        known = sorted(f[:-4] for f in os.listdir(PROFILE_DIR) if f.endswith('.yml'))
-        raise FileNotFoundError(f"benchmark profile '{name_or_path}' not found ({path}); known profiles: {known}.")
-    with open(path) as f:
-        profile = yaml.safe_load(f) or {}
+    """Read a profile (a shipped profile's name or a YAML path) and check its keys (errors name the file)."""
+    if name_or_path.endswith(('.yml', '.yaml')):
+        if not osp.isfile(name_or_path):
+            raise FileNotFoundError(f"benchmark profile file '{name_or_path}' does not exist.")
+        path = osp.abspath(name_or_path)
+        with open(path) as f:
+            text = f.read()
+    else:
+        if name_or_path not in profile_names():
+            raise FileNotFoundError(f"benchmark profile '{name_or_path}' not found; shipped profiles: "
+                                    f'{profile_names()} (or pass a YAML path).')
+        resource = resources.files(PROFILE_PACKAGE) / f'{name_or_path}.yml'
+        path = f'{PROFILE_PACKAGE}:{name_or_path}.yml'
+        text = resource.read_text(encoding='utf-8')
+    profile = yaml.safe_load(text) or {}
     for key in REQUIRED_KEYS:
         if key not in profile:
             raise ValueError(f"{path}: key '{key}' is required.")
@@ -114,7 +131,7 @@ def load_profile(name_or_path: str) -> dict:
     unknown = set(profile.get('overrides') or {}) - set(TRAIN_STEPS)
     if unknown:
         raise ValueError(f"{path}: 'overrides' has unknown steps {sorted(unknown)}; steps: {list(TRAIN_STEPS)}.")
-    profile['_path'] = osp.abspath(path)
+    profile['_path'] = path
     return profile
 
 
@@ -138,15 +155,21 @@ class DataInfo:
                     ignore_index=self.ignore_index)
 
 
-def prepare_data(data_opt: dict, root: Optional[str] = None) -> DataInfo:
-    """Return the dataset at ``root`` (default ``data.root``), preparing it first when the profile says how."""
+def prepare_data(data_opt: dict, root: Optional[str] = None, source: Optional[str] = None) -> DataInfo:
+    """Return the dataset at ``root`` (default ``data.root``), preparing it first when the profile says how.
+
+    Args:
+        data_opt: The profile's ``data`` block (``root``, ``prepare``: camvid | synthetic, ``source``, ``synthetic``).
+        root: Dataset root in segsr's layout; overrides ``data.root``.
+        source: Raw dataset to prepare ``root`` from (CamVid: the SegNet-layout folder); overrides ``data.source``.
+    """
     root = osp.abspath(root or data_opt['root'])
     info_path = osp.join(root, 'dataset_info.yml')
     if not osp.isfile(info_path):
-        _prepare(data_opt, root)
+        _prepare(data_opt, root, source or data_opt.get('source'))
     if not osp.isfile(info_path):
-        raise FileNotFoundError(f"dataset {root}: no dataset_info.yml (prepare it with scripts/prepare_camvid.py or "
-                                'scripts/make_synthetic_data.py, or set data.prepare in the profile).')
+        raise FileNotFoundError(f"dataset {root}: no dataset_info.yml (prepare it with segsr-prepare-camvid or "
+                                'segsr-make-synthetic, or set data.prepare in the profile).')
     with open(info_path) as f:
         info = yaml.safe_load(f) or {}
     if 'num_classes' not in info:
@@ -161,22 +184,30 @@ def prepare_data(data_opt: dict, root: Optional[str] = None) -> DataInfo:
                     int(info.get('ignore_index', 255)), backend)
 
 
-def _prepare(data_opt: dict, root: str) -> None:
+def _prepare(data_opt: dict, root: str, source: Optional[str]) -> None:
     kind = data_opt.get('prepare')
     if kind == 'camvid':
-        src = data_opt.get('source', '../shared/data/camvid')
-        cmd = [osp.join(REPO, 'scripts', 'prepare_camvid.py'), '--src', src, '--out', root]
+        from segsr.data.camvid import prepare_camvid
+
+        if not source:
+            raise FileNotFoundError(f"dataset {root} is not prepared and no CamVid source is given: pass --source "
+                                    '<SegNet-layout CamVid folder> (train/, trainannot/, val/, valannot/; see '
+                                    'docs/datasets.md), or --data <a prepared dataset root>.')
+        if not osp.isdir(source):
+            raise FileNotFoundError(f"--source / data.source: CamVid folder '{source}' does not exist.")
+        get_root_logger().info(f'Preparing CamVid from {source} into {root}.')
+        prepare_camvid(source, root)
     elif kind == 'synthetic':
+        from segsr.data.synthetic import make_synthetic_dataset
+
         syn = dict(data_opt.get('synthetic') or {})
-        cmd = [osp.join(REPO, 'scripts', 'make_synthetic_data.py'), '--out', root]
-        for key, value in syn.items():
-            cmd += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+        get_root_logger().info(f'Making synthetic data in {root}: {syn}.')
+        try:
+            make_synthetic_dataset(root, **syn)
+        except TypeError as err:
+            raise ValueError(f'data.synthetic = {syn}: {err}') from err
     elif kind:
         raise ValueError(f"data.prepare = {kind!r}: expected camvid, synthetic or none.")
-    else:
-        return
-    get_root_logger().info(f'Preparing the dataset: {" ".join(cmd)}')
-    subprocess.run([sys.executable] + cmd, check=True)
 
 
 # ------------------------------------------------------------------------------------------------ option builders
@@ -383,10 +414,11 @@ class Benchmark:
         data_root: Dataset root (default: the profile's ``data.root``).
         device: cpu | cuda | auto (default: the profile's ``device``).
         judge: Path of a trained judge checkpoint to reuse instead of training one (must match ``judge.network``).
+        source: Raw dataset to prepare ``data_root`` from when it is not prepared (default: ``data.source``).
     """
 
     def __init__(self, profile: dict, out_dir: Optional[str] = None, data_root: Optional[str] = None,
-                 device: Optional[str] = None, judge: Optional[str] = None) -> None:
+                 device: Optional[str] = None, judge: Optional[str] = None, source: Optional[str] = None) -> None:
         self.profile = deepcopy(profile)
         self.out_dir = osp.abspath(out_dir or osp.join('experiments', profile['name']))
         self.device_name = device or profile.get('device', 'cpu')
@@ -398,7 +430,7 @@ class Benchmark:
             os.makedirs(osp.join(self.out_dir, sub), exist_ok=True)
         self.logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO,
                                       log_file=osp.join(self.out_dir, 'logs', f'benchmark_{get_time_str()}.log'))
-        self.data = prepare_data(profile['data'], data_root)
+        self.data = prepare_data(profile['data'], data_root, source)
         self.builder = OptionBuilder(self.profile, self.data, self.out_dir, self.device_name)
         self.options = self.builder.all()
         self.judge_path = osp.abspath(judge) if judge else self.builder.checkpoint('judge', 'task')
@@ -448,13 +480,13 @@ class Benchmark:
             self.logger.info(f'{step}: trained already ({done["seconds"] / 60:.1f} min), skipped.')
             return
         opt_path = self.write_options(step)
-        cmd = [sys.executable, osp.join(REPO, 'segsr', 'train.py'), '-opt', opt_path, '--auto_resume']
+        cmd, env = module_command('segsr.train', '-opt', opt_path, '--auto_resume')
         log_path = osp.join(self.out_dir, 'logs', f'train_{step}.txt')
         self.logger.info(f'{step}: training ({self.options[step]["train"]["total_iter"]} iterations): '
                          f'{shlex.join(cmd)}')
         start = time.time()
         with open(log_path, 'a') as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         seconds = time.time() - start + (self._load_state('partial', step) or {}).get('seconds', 0.0)
         if proc.returncode != 0 or not osp.isfile(expected):
             self._save_state('partial', step, {'seconds': seconds})
@@ -674,8 +706,11 @@ def plot_miou_vs_psnr(records: List[dict], path: str, title: str) -> None:
 # ---------------------------------------------------------------------------------------------------------- CLI
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--profile', default='quick', help='smoke | quick | full, or a profile YAML path.')
+    parser.add_argument('--profile', default='quick', help=f'{" | ".join(profile_names())}, or a profile YAML path.')
     parser.add_argument('--data', default=None, help="Dataset root in segsr's layout (default: the profile's).")
+    parser.add_argument('--source', default=None,
+                        help='Raw dataset to prepare --data from when it is not prepared yet (CamVid profiles: the '
+                        'SegNet-layout CamVid folder with train/, trainannot/, val/, valannot/).')
     parser.add_argument('--out', default=None, help='Work/output folder (default: experiments/<profile name>).')
     parser.add_argument('--device', default=None, choices=['cpu', 'cuda', 'auto'], help="Default: the profile's.")
     parser.add_argument('--judge', default=None, help='Reuse this trained judge checkpoint instead of training one.')
@@ -684,7 +719,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    Benchmark(load_profile(args.profile), args.out, args.data, args.device, args.judge).run()
+    apply_basicsr_fixes()
+    Benchmark(load_profile(args.profile), args.out, args.data, args.device, args.judge, args.source).run()
 
 
 if __name__ == '__main__':

@@ -1,11 +1,18 @@
 """Make basicsr 1.4.2 work with current torchvision and on CPU.
 
-Imported by ``segsr/__init__.py`` before anything from basicsr. Every patch here fixes a concrete breakage of
-the newest basicsr release; nothing else belongs in this module. Each patch is applied once and is idempotent.
+``import segsr`` does only what basicsr needs to import at all (fix 1). Everything else is applied by one explicit
+call, :func:`apply_basicsr_fixes` (also ``segsr.apply_basicsr_fixes``), made by segsr's entry points (``segsr.train``,
+``segsr.test``, ``segsr.evaluate``, ``segsr.sr_bench``, ``segsr.benchmark``, ``segsr.step_bench`` and their console
+scripts). A user script that drives BasicSR's own pipeline or stock models opts in with the same call. segsr's own
+models do not need it: they carry fixes 3-4, 6 and 8 as methods (:class:`segsr.models.base.SegsrModelMixin`,
+:class:`segsr.models.realesr_util.DeviceAwareRealESRGANModel`) and behave identically either way.
+
+Every fix here repairs a concrete breakage of the newest basicsr release; nothing else belongs in this module. Each
+is applied once and is idempotent.
 
 Fixes:
     1. ``basicsr.data.degradations`` imports ``torchvision.transforms.functional_tensor`` (removed from
-       torchvision 0.17): a shim module re-exports ``rgb_to_grayscale`` from ``functional``.
+       torchvision 0.17): a shim module re-exports ``rgb_to_grayscale`` from ``functional``. Applied on import.
     2. ``basicsr.train.load_resume_state`` maps the state to ``torch.cuda.current_device()`` (fails on CPU) and
        looks for ``--auto_resume`` states relative to the working directory: replaced by a device-aware loader
        that looks in ``opt['path']['training_states']``.
@@ -20,7 +27,8 @@ Fixes:
     8. ``RealESRGANModel`` / ``RealESRNetModel`` put their JPEG simulator, USM sharpener and training-pair pool on
        CUDA with ``.cuda()``: now on the model's device (CPU included); a pool size that the batch size does not
        divide is a ``ValueError`` naming ``queue_size`` instead of an assert. Their ``filter2D`` calls ``.view`` on
-       tensors that CPU ops (the JPEG simulator) leave non-contiguous: replaced by a version using ``reshape``.
+       tensors that CPU ops (the JPEG simulator) leave non-contiguous: replaced by a version using ``reshape``
+       (see :mod:`segsr.models.realesr_util`).
 """
 import os
 import sys
@@ -32,7 +40,8 @@ import torchvision.transforms.functional as _tv_functional
 _PATCHED = False
 
 
-def _install_functional_tensor_shim() -> None:
+def install_functional_tensor_shim() -> None:
+    """Let basicsr import with a torchvision that no longer ships ``transforms.functional_tensor`` (fix 1)."""
     name = 'torchvision.transforms.functional_tensor'
     if name in sys.modules:
         return
@@ -84,25 +93,6 @@ def _init_dist_pytorch(backend: str = 'nccl', **kwargs) -> None:
     dist.init_process_group(backend=backend, **kwargs)
 
 
-def _model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-
-    net = net.to(self.device)
-    if self.opt['dist']:
-        find_unused = self.opt.get('find_unused_parameters', False)
-        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
-        net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
-    elif self.opt['num_gpu'] > 1:
-        net = DataParallel(net)
-    return net
-
-
-def _get_optimizer(self, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
-    from segsr.utils.options import build_optimizer
-
-    return build_optimizer(optim_type, params, lr, **kwargs)
-
-
 def _patch_perceptual_l2() -> None:
     from basicsr.losses.basic_loss import PerceptualLoss
 
@@ -120,75 +110,19 @@ def _patch_perceptual_l2() -> None:
     PerceptualLoss.__init__ = __init__
 
 
-def _realesr_init(model_cls):
-    """Device-aware ``__init__`` for BasicSR's Real-ESRGAN / Real-ESRNet models."""
-
-    def __init__(self, opt):
-        from basicsr.utils import DiffJPEG, USMSharp
-
-        super(model_cls, self).__init__(opt)
-        self.jpeger = DiffJPEG(differentiable=False).to(self.device)  # JPEG compression artefacts
-        self.usm_sharpener = USMSharp().to(self.device)
-        self.queue_size = opt.get('queue_size', 180)
-
-    return __init__
-
-
-@torch.no_grad()
-def _dequeue_and_enqueue(self) -> None:
-    """Real-ESRGAN's training-pair pool, allocated on the batch's device.
-
-    Fills the pool with the first ``queue_size`` samples; once full, each batch is swapped with ``b`` random
-    samples of the pool, which mixes degradations across batches.
-    """
-    b = self.lq.size(0)
-    if not hasattr(self, 'queue_lr'):
-        if self.queue_size % b:
-            raise ValueError(f"Option 'queue_size' = {self.queue_size} must be divisible by the batch size {b}.")
-        self.queue_lr = self.lq.new_zeros((self.queue_size, ) + tuple(self.lq.shape[1:]))
-        self.queue_gt = self.gt.new_zeros((self.queue_size, ) + tuple(self.gt.shape[1:]))
-        self.queue_ptr = 0
-    if self.queue_ptr < self.queue_size:  # still filling: keep the batch as it is
-        self.queue_lr[self.queue_ptr:self.queue_ptr + b] = self.lq
-        self.queue_gt[self.queue_ptr:self.queue_ptr + b] = self.gt
-        self.queue_ptr += b
-        return
-    order = torch.randperm(self.queue_size, device=self.queue_lr.device)
-    self.queue_lr, self.queue_gt = self.queue_lr[order], self.queue_gt[order]
-    lq_out, gt_out = self.queue_lr[:b].clone(), self.queue_gt[:b].clone()
-    self.queue_lr[:b], self.queue_gt[:b] = self.lq, self.gt
-    self.lq, self.gt = lq_out, gt_out
-
-
-def _filter2d(img: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """``basicsr.utils.img_process_util.filter2D`` (per-image ``k x k`` kernels, reflect padding) for any layout."""
-    from torch.nn import functional as F
-
-    k = kernel.size(-1)
-    if k % 2 != 1:
-        raise ValueError(f'filter2D: the kernel size must be odd, got {k}.')
-    b, c, h, w = img.size()
-    img = F.pad(img, (k // 2, k // 2, k // 2, k // 2), mode='reflect')
-    ph, pw = img.shape[-2:]
-    if kernel.size(0) == 1:  # one kernel for the whole batch
-        out = F.conv2d(img.reshape(b * c, 1, ph, pw), kernel.reshape(1, 1, k, k))
-    else:
-        weight = kernel.reshape(b, 1, k, k).repeat(1, c, 1, 1).reshape(b * c, 1, k, k)
-        out = F.conv2d(img.reshape(1, b * c, ph, pw), weight, groups=b * c)
-    return out.reshape(b, c, h, w)
-
-
 def _patch_realesr_models() -> None:
     import basicsr.models.realesrgan_model as realesrgan_model
     import basicsr.models.realesrnet_model as realesrnet_model
     import basicsr.utils.img_process_util as img_process_util
 
+    from segsr.models.realesr_util import dequeue_and_enqueue, device_aware_init, filter2d
+
     for module in (realesrgan_model, realesrnet_model):
         model_cls = module.RealESRGANModel if module is realesrgan_model else module.RealESRNetModel
-        model_cls.__init__ = _realesr_init(model_cls)
-        model_cls._dequeue_and_enqueue = _dequeue_and_enqueue
-        module.filter2D = _filter2d
-    img_process_util.filter2D = _filter2d
+        model_cls.__init__ = device_aware_init(model_cls)
+        model_cls._dequeue_and_enqueue = dequeue_and_enqueue
+        module.filter2D = filter2d
+    img_process_util.filter2D = filter2d
 
 
 def _wrap_parse_options(original):
@@ -206,28 +140,35 @@ def _wrap_parse_options(original):
     return parse_options
 
 
-def apply() -> None:
-    """Apply every patch (idempotent). Called by ``import segsr``."""
+def apply_basicsr_fixes() -> None:
+    """Apply fixes 2-8 to basicsr for this process (idempotent); see the module docstring.
+
+    Called by every segsr entry point. Call it yourself before ``basicsr.train.train_pipeline`` or before building
+    stock BasicSR models on CPU in your own script; segsr's models and losses do not need it.
+    """
     global _PATCHED
     if _PATCHED:
         return
-    _install_functional_tensor_shim()
+    install_functional_tensor_shim()
 
     import basicsr.test
     import basicsr.train
     import basicsr.utils.dist_util as dist_util
     from basicsr.models.base_model import BaseModel
 
-    from segsr.utils.checkpoint import save_network, save_training_state
+    from segsr.models.base import SegsrModelMixin
 
     basicsr.train.load_resume_state = _load_resume_state
     basicsr.train.parse_options = _wrap_parse_options(basicsr.train.parse_options)
     basicsr.test.parse_options = _wrap_parse_options(basicsr.test.parse_options)
     dist_util._init_dist_pytorch = _init_dist_pytorch
-    BaseModel.model_to_device = _model_to_device
-    BaseModel.get_optimizer = _get_optimizer
-    BaseModel.save_network = save_network
-    BaseModel.save_training_state = save_training_state
+    for name in ('model_to_device', 'get_optimizer', 'save_network', 'save_training_state'):
+        setattr(BaseModel, name, getattr(SegsrModelMixin, name))
     _patch_perceptual_l2()
     _patch_realesr_models()
     _PATCHED = True
+
+
+def is_applied() -> bool:
+    """Whether :func:`apply_basicsr_fixes` ran in this process."""
+    return _PATCHED

@@ -38,6 +38,7 @@ from basicsr.archs import build_network  # noqa: E402
 from basicsr.data import build_dataset  # noqa: E402
 from basicsr.utils import get_root_logger, get_time_str  # noqa: E402
 
+from segsr.compat import apply_basicsr_fixes  # noqa: E402
 from segsr.models.base import freeze, load_checkpoint  # noqa: E402
 from segsr.models.seg_task_model import upsample_bicubic  # noqa: E402
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor  # noqa: E402
@@ -240,6 +241,7 @@ def run_cli(description: str, load: Callable[[str], dict], run: Callable[[dict, 
     parser.add_argument('-opt', required=True, help='Path to the YAML config.')
     parser.add_argument('--output_dir', default=None, help='Where to write results (default: results/<name>).')
     args = parser.parse_args(argv)
+    apply_basicsr_fixes()
     run(load(args.opt), args.output_dir)
 
 

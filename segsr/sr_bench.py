@@ -4,7 +4,7 @@
 SSIM / NIQE (/ LPIPS) per set and method), ``results.json`` and ``grid.png`` (HR crop | each method) to
 ``output_dir`` (default ``results/<name>``); with ``save_img: true`` also every SR image.
 
-Data (``bench_root``, default ``../shared/data/sr_bench``): ``<set>/HR/*.png``; LR inputs from ``<set>/LRbicx4``
+Data (``bench_root``, required): ``<set>/HR/*.png``; LR inputs from ``<set>/LRbicx4``
 (``LRbicx<scale>``) when that folder exists, else made from HR with BasicSR's MATLAB-style bicubic
 (``basicsr.utils.matlab_functions.imresize``) after cropping HR to a multiple of the scale. Grayscale images
 (Set14's img_003) are read as 3-channel.
@@ -63,9 +63,13 @@ def load_config(path: str) -> dict:
         raise FileNotFoundError(f'SR-bench config {path} does not exist.')
     with open(path, 'r') as f:
         cfg = yaml.safe_load(f) or {}
-    for key in ('name', 'methods'):
+    for key in ('name', 'methods', 'bench_root'):
         if key not in cfg:
-            raise ValueError(f"{path}: key '{key}' is required.")
+            raise ValueError(f"{path}: key '{key}' is required" + (
+                ' (the folder holding Set5/, Set14/, ... with HR/ inside each).' if key == 'bench_root' else '.'))
+    if not os.path.isdir(cfg['bench_root']):
+        raise FileNotFoundError(f"{path}: bench_root '{cfg['bench_root']}' is not a folder (it must hold Set5/, "
+                                'Set14/, ... with HR/ inside each).')
     check_methods(cfg['methods'], path, {'val': {'metrics': cfg.get('metrics') or {}}})
     return cfg
 
@@ -277,7 +281,7 @@ def run_sr_bench(cfg: dict, output_dir: Optional[str] = None) -> dict:
     os.makedirs(output_dir, exist_ok=True)
     logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO,
                              log_file=os.path.join(output_dir, f"sr_bench_{cfg['name']}_{get_time_str()}.log"))
-    root = cfg.get('bench_root', '../shared/data/sr_bench')
+    root = cfg['bench_root']
     sets = OrderedDict((s, load_bench_set(root, s, scale)) for s in cfg.get('sets', DEFAULT_SETS))
     metrics = cfg.get('metrics') or default_metrics(scale)
     check_niqe_sizes(sets, metrics)

@@ -26,7 +26,9 @@ import yaml
 import segsr  # noqa: F401  (before basicsr)
 from basicsr.models import build_model
 
+from segsr.compat import apply_basicsr_fixes
 from segsr.utils.amp import enable_amp
+from segsr.utils.misc import module_command
 
 Size = Union[int, Sequence[int]]
 
@@ -102,15 +104,15 @@ def _sync(device: str) -> None:
 
 def measure_in_subprocess(path: str, iters: int = 20, warmup: int = 3, batch: Optional[int] = None,
                           gt_size: Optional[int] = None, device: str = 'auto', env: Optional[dict] = None) -> dict:
-    """:func:`measure` in a fresh Python process (own peak memory, no state shared with other configs)."""
-    cmd = [sys.executable, '-m', 'segsr.step_bench', path, '--iters', str(iters), '--warmup', str(warmup),
-           '--device', device]
-    cmd += ['--batch', str(batch)] if batch else []
-    cmd += ['--gt-size', str(gt_size)] if gt_size else []
-    env = dict(os.environ if env is None else env)
-    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))  # importable without an install; cwd is kept
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (repo, env.get('PYTHONPATH')) if p)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    """:func:`measure` in a fresh Python process (own peak memory, no state shared with other configs).
+
+    ``env``: extra environment variables for that process (on top of this one's).
+    """
+    args = [path, '--iters', str(iters), '--warmup', str(warmup), '--device', device]
+    args += ['--batch', str(batch)] if batch else []
+    args += ['--gt-size', str(gt_size)] if gt_size else []
+    cmd, module_env = module_command('segsr.step_bench', *args)  # cwd is kept
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(module_env, **(env or {})))
     if proc.returncode != 0:
         raise RuntimeError(f'{path}: step measurement failed:\n{proc.stderr[-4000:]}')
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -126,6 +128,7 @@ def main(argv=None) -> None:
     parser.add_argument('--gt-size', type=int, default=None)
     parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     args = parser.parse_args(argv)
+    apply_basicsr_fixes()  # stock models (the ESRGAN reference step) on CPU
     result = measure(osp.abspath(args.config), args.iters, args.warmup, args.batch, args.gt_size, args.device)
     sys.stdout.write(json.dumps(result) + '\n')
 

@@ -8,11 +8,14 @@ import sys
 if __package__ in (None, ''):  # run as a script: make the repository importable ahead of segsr/ itself
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import segsr  # noqa: E402,F401  (compat patches + registration before basicsr's pipeline)
+import segsr  # noqa: E402,F401  (registration before basicsr's pipeline)
 import basicsr.test  # noqa: E402
+
+from segsr.compat import apply_basicsr_fixes  # noqa: E402
 
 
 def main() -> None:
+    apply_basicsr_fixes()
     basicsr.test.test_pipeline(os.getcwd())
 
 

@@ -92,7 +92,7 @@ def test_overrides_merge_into_one_step_without_touching_the_profile():
     (lambda p: p.update(overrides={'srgan': {}}), "unknown steps"),
 ])
 def test_bad_profile_is_refused_with_file_and_key(tmp_path, change, match):
-    profile = yaml.safe_load(open(os.path.join(REPO, 'options', 'benchmark', 'quick.yml')))
+    profile = load_profile('quick')
     change(profile)
     path = write_yaml(tmp_path / 'bad.yml', profile)
     with pytest.raises(ValueError, match=match) as err:
@@ -101,8 +101,10 @@ def test_bad_profile_is_refused_with_file_and_key(tmp_path, change, match):
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(FileNotFoundError, match=r"known profiles: \['full', 'quick', 'smoke'\]"):
+    with pytest.raises(FileNotFoundError, match=r"shipped profiles: \['full', 'quick', 'smoke'\]"):
         load_profile('medium')
+    with pytest.raises(FileNotFoundError, match="'nowhere/medium.yml' does not exist"):
+        load_profile('nowhere/medium.yml')
 
 
 def test_amp_option():
@@ -176,11 +178,11 @@ def _mtimes(out):
 def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_path):
     log = _run_smoke(tmp_path)
     out = tmp_path / 'out'
-    table = open(out / 'results.md').read()
+    table = (out / 'results.md').read_text()
     for row in ROWS:
         assert f'| {row.label} |' in table
     assert 'Command: `' in table and 'Machine: ' in table and 'Date: ' in table
-    rows = {r['key']: r for r in json.load(open(out / 'results.json'))['rows']}
+    rows = {r['key']: r for r in json.loads((out / 'results.json').read_text())['rows']}
     assert list(rows) == [r.key for r in ROWS]
     for row in ROWS:
         s = rows[row.key]['summary']
@@ -199,7 +201,7 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
     assert grid is not None and plot is not None and plot.shape[0] > 100
     assert grid.shape[1] > (len(ROWS) + 1) * 288  # LR | 7 methods | HR, 288 px wide each
     for step in TRAIN_STEPS:  # every generated option file is a plain BasicSR option file
-        assert yaml.safe_load(open(out / 'options' / f'{step}.yml'))['name'] == f'benchmark_smoke_{step}'
+        assert yaml.safe_load((out / 'options' / f'{step}.yml').read_text())['name'] == f'benchmark_smoke_{step}'
     assert 'niqe is undefined' not in log
 
     # a rerun redoes nothing
@@ -215,11 +217,11 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
     log = _run_smoke(tmp_path)
     assert log.count('trained already') == len(TRAIN_STEPS) - 1 and 'combo: training' in log
     assert log.count('evaluated already') == len(ROWS) - 1 and 'SeD (P+SeD): judge mIoU' in log
-    combo_log = open(out / 'logs' / 'train_combo.txt').read()
+    combo_log = (out / 'logs' / 'train_combo.txt').read_text()
     assert 'Resuming training from epoch' in combo_log  # BasicSR's auto-resume from the saved state
     after = _mtimes(out)
     assert all(after[k] == before[k] for k in before if k != 'combo')
-    assert json.load(open(out / 'results.json'))['rows'][-1]['summary']['judge_miou'] is not None
+    assert json.loads((out / 'results.json').read_text())['rows'][-1]['summary']['judge_miou'] is not None
 
 
 def test_changed_options_are_not_resumed_into_a_finished_run(tmp_path):
@@ -232,3 +234,30 @@ def test_changed_options_are_not_resumed_into_a_finished_run(tmp_path):
     changed = deep_merge(profile, {'l1': {'lr': 1e-3}})
     with pytest.raises(ValueError, match=r'options of step l1 changed'):
         Benchmark(changed, str(tmp_path / 'out'), str(tmp_path / 'data')).write_options('l1')
+
+
+def _fake_segnet_camvid(src):
+    """A SegNet-layout CamVid folder in miniature: two splits, 2 frames each, class ids 0..11 (11 = Unlabelled)."""
+    rng = np.random.default_rng(0)
+    for split, count in (('train', 2), ('val', 2)):
+        os.makedirs(src / split)
+        os.makedirs(src / f'{split}annot')
+        for i in range(count):
+            cv2.imwrite(str(src / split / f'0001TP_{i:06d}.png'), rng.integers(0, 256, (36, 48, 3), dtype=np.uint8))
+            cv2.imwrite(str(src / f'{split}annot' / f'0001TP_{i:06d}.png'), rng.integers(0, 12, (36, 48), dtype=np.uint8))
+
+
+def test_camvid_profile_prepares_from_source_or_names_the_flag(tmp_path):
+    from segsr.benchmark import prepare_data
+
+    data_opt = load_profile('quick')['data']
+    with pytest.raises(FileNotFoundError, match='pass --source'):
+        prepare_data(data_opt, str(tmp_path / 'camvid'))
+    with pytest.raises(FileNotFoundError, match="'.*nowhere' does not exist"):
+        prepare_data(data_opt, str(tmp_path / 'camvid'), str(tmp_path / 'nowhere'))
+    _fake_segnet_camvid(tmp_path / 'src')
+    info = prepare_data(data_opt, str(tmp_path / 'camvid'), str(tmp_path / 'src'))
+    assert (info.name, info.num_classes, info.ignore_index, info.backend) == ('camvid', 11, 255, 'lmdb')
+    src = cv2.imread(str(tmp_path / 'src' / 'valannot' / '0001TP_000001.png'), cv2.IMREAD_UNCHANGED)
+    seg = cv2.imread(str(tmp_path / 'camvid' / 'val' / 'seg' / '0001TP_000001.png'), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(seg, np.where(src == 11, 255, src))  # Unlabelled -> ignore_index, the rest unchanged

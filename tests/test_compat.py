@@ -1,4 +1,4 @@
-"""The basicsr 1.4.2 breakages that segsr.compat fixes, and registration on import."""
+"""The basicsr 1.4.2 breakages that segsr.compat fixes (applied by conftest as by the entry points), and registration."""
 import os
 
 import pytest
@@ -106,7 +106,7 @@ def test_filter2d_replacement_matches_basicsr_and_takes_non_contiguous_input():
     import basicsr.models.realesrgan_model as realesrgan_model
     import basicsr.utils.img_process_util as img_process_util
 
-    from segsr.compat import _filter2d
+    from segsr.models.realesr_util import filter2d as _filter2d
 
     assert realesrgan_model.filter2D is _filter2d and img_process_util.filter2D is _filter2d
     torch.manual_seed(0)
@@ -124,7 +124,7 @@ def test_realesrgan_pool_on_cpu():
     """The training-pair pool fills, then swaps batches with random pool entries, all on the batch's device."""
     from types import SimpleNamespace
 
-    from segsr.compat import _dequeue_and_enqueue
+    from segsr.models.realesr_util import dequeue_and_enqueue as _dequeue_and_enqueue
 
     model = SimpleNamespace(queue_size=4)
     batches = [torch.full((2, 3, 4, 4), float(i)) for i in range(3)]

@@ -39,7 +39,7 @@ def test_seg_task_model_gloo_two_ranks_end_identical(tiny_data, tmp_path):
     rank0, rank1 = run_torchrun(opt, tmp_path, ['net_task'])
     assert rank0['net_task.wrapped'] == 'DistributedDataParallel'
     assert_same_weights(rank0, rank1, 'net_task')
-    log = open(next((tmp_path / 'experiments' / 'dist_seg_task').glob('train_*.log'))).read()
+    log = next((tmp_path / 'experiments' / 'dist_seg_task').glob('train_*.log')).read_text()
     assert 'World size (gpu number): 2' in log
     after_1 = torch.load(tmp_path / 'experiments' / 'dist_seg_task' / 'models' / 'net_task_1.pth')['params']
     assert any(not torch.equal(after_1[k], rank0['net_task'][k]) for k in rank0['net_task'])  # iteration 2 trained

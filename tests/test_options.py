@@ -8,7 +8,8 @@ import yaml
 from conftest import REPO
 from segsr.utils.options import check_registered_types
 
-OPTION_FILES = sorted(glob.glob(os.path.join(REPO, 'options', '**', '*.yml'), recursive=True))
+OPTION_FILES = sorted(glob.glob(os.path.join(REPO, 'options', '**', '*.yml'), recursive=True) +
+                      glob.glob(os.path.join(REPO, 'segsr', 'benchmark_profiles', '*.yml')))
 
 
 def test_option_files_exist():
@@ -18,8 +19,8 @@ def test_option_files_exist():
                  'options/demo/train_sr4ir_demo.yml', 'options/sr4ir/camvid/014_sr4ir_x4.yml',
                  'options/sr4ir/camvid/024_sr4ir_x8.yml', 'options/sr4ir/camvid/cpu/sr4ir_x4.yml',
                  'options/sed/train_SeD_P_x4.yml', 'options/sed/train_SeD_U_realesrgan_x4plus.yml',
-                 'options/sed/cpu/evaluate_sr_bench.yml', 'options/benchmark/smoke.yml',
-                 'options/benchmark/quick.yml', 'options/benchmark/full.yml'):
+                 'options/sed/cpu/evaluate_sr_bench.yml', 'segsr/benchmark_profiles/smoke.yml',
+                 'segsr/benchmark_profiles/quick.yml', 'segsr/benchmark_profiles/full.yml'):
         assert name in names
 
 

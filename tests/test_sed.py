@@ -396,5 +396,5 @@ def test_gan_step_benchmark_script(tiny_data, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith('| p')]
     assert len(rows) == 2 and 'SeDPatchDiscriminator + sem' in rows[1]
-    numbers = yaml.safe_load(open(tmp_path / 'b.json'))
+    numbers = yaml.safe_load((tmp_path / 'b.json').read_text())
     assert all(r['sec_per_iter'] > 0 and r['peak_mb'] > 0 for r in numbers) and numbers[1]['semantic']

@@ -2,6 +2,7 @@
 import hashlib
 import os
 from os import path as osp
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,7 +18,7 @@ TEXTURED = ('building', 'road', 'vegetation', 'car', 'pole')
 
 
 def digest(folder: str) -> dict:
-    return {name: hashlib.sha256(open(osp.join(folder, name), 'rb').read()).hexdigest()
+    return {name: hashlib.sha256(Path(folder, name).read_bytes()).hexdigest()
             for name in sorted(os.listdir(folder))}
 
 
@@ -39,7 +40,7 @@ def test_written_files_are_identical_for_the_same_seed(tmp_path):
     for sub in ('train/hr', 'train/seg', 'val/hr', 'val/seg'):
         assert digest(str(tmp_path / 'a' / sub)) == digest(str(tmp_path / 'b' / sub))
     assert digest(str(tmp_path / 'a' / 'train/hr')) != digest(str(tmp_path / 'c' / 'train/hr'))
-    assert open(tmp_path / 'a' / 'dataset_info.yml').read() == open(tmp_path / 'b' / 'dataset_info.yml').read()
+    assert (tmp_path / 'a' / 'dataset_info.yml').read_text() == (tmp_path / 'b' / 'dataset_info.yml').read_text()
 
 
 def test_scenes_hold_several_classes_and_ignore():

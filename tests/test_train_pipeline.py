@@ -129,5 +129,5 @@ def test_seg_sr_model_reports_judge_miou_and_test_entry(tiny_data, tmp_path):
     proc = run_entry('test.py', write_yaml(tmp_path / 't.yml', test_opt), tmp_path)
     assert (tmp_path / 'results' / 'seg_sr_test').is_dir()
     assert 'judge_miou' in proc.stderr + proc.stdout or any(
-        'judge_miou' in open(tmp_path / 'results' / 'seg_sr_test' / f).read()
+        'judge_miou' in (tmp_path / 'results' / 'seg_sr_test' / f).read_text()
         for f in os.listdir(tmp_path / 'results' / 'seg_sr_test') if f.endswith('.log'))

@@ -9,10 +9,17 @@ harder than segmenting the HR image. Poles are 1-3 pixels wide and vanish at x4.
 
 Everything is drawn with numpy and OpenCV from one ``numpy.random.Generator``: the same seed gives the same
 arrays and the same PNG bytes.
+
+Command line: ``segsr-make-synthetic``, ``python -m segsr.data.synthetic`` or ``python scripts/make_synthetic_data.py``::
+
+    segsr-make-synthetic --out datasets/synthetic --num-train 64 --num-val 16 --lmdb
 """
+import argparse
 import os
+import shutil
+import sys
 from os import path as osp
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -273,3 +280,59 @@ def write_synthetic_dataset(root: str,
 def _imwrite(path: str, img: np.ndarray, compress_level: int = 3) -> None:
     if not cv2.imwrite(path, img, [cv2.IMWRITE_PNG_COMPRESSION, compress_level]):
         raise OSError(f"Cannot write '{path}'.")
+
+
+def make_synthetic_dataset(out: str, num_train: int = 64, num_val: int = 16, height: int = 256, width: int = 256,
+                           seed: int = 0, num_classes: int = 6, lmdb: bool = False,
+                           overwrite: bool = False) -> Dict[str, object]:
+    """:func:`write_synthetic_dataset` into a new folder ``out``, optionally with LMDBs (``<out>/lmdb/``).
+
+    Args:
+        out: Output root; must not exist unless ``overwrite``.
+        num_train, num_val, height, width, seed, num_classes: As in :func:`write_synthetic_dataset`.
+        lmdb: Also write ``<out>/lmdb/{train,val}_{hr,seg}.lmdb``. Default: False.
+        overwrite: Delete an existing ``out`` first. Default: False.
+
+    Returns:
+        The dataset info.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is False.
+    """
+    from segsr.data.lmdb_util import make_layout_lmdbs
+
+    if osp.exists(out):
+        if not overwrite:
+            raise FileExistsError(f"'{out}' exists; pass --overwrite to replace it.")
+        shutil.rmtree(out)
+    info = write_synthetic_dataset(out, num_train, num_val, height, width, seed, num_classes)
+    if lmdb:
+        make_layout_lmdbs(out)
+    return info
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """``segsr-make-synthetic``: the command line of :func:`make_synthetic_dataset`."""
+    parser = argparse.ArgumentParser(description='Write a synthetic labelled street-scene dataset in segsr\'s layout '
+                                     '(optionally with LMDBs).')
+    parser.add_argument('--out', default='datasets/synthetic', help='Output root (default datasets/synthetic).')
+    parser.add_argument('--num-train', type=int, default=64)
+    parser.add_argument('--num-val', type=int, default=16)
+    parser.add_argument('--height', type=int, default=256)
+    parser.add_argument('--width', type=int, default=256)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--num-classes', type=int, default=6, help='2..6 (default 6).')
+    parser.add_argument('--lmdb', action='store_true', help='Also write <out>/lmdb/{train,val}_{hr,seg}.lmdb.')
+    parser.add_argument('--overwrite', action='store_true', help='Delete an existing output folder first.')
+    args = parser.parse_args(argv)
+    try:
+        info = make_synthetic_dataset(args.out, args.num_train, args.num_val, args.height, args.width, args.seed,
+                                      args.num_classes, lmdb=args.lmdb, overwrite=args.overwrite)
+    except FileExistsError as err:
+        sys.exit(f'make_synthetic_data: {err}')
+    print(f"Wrote {args.num_train} train and {args.num_val} val scenes ({info['num_classes']} classes: "
+          f"{', '.join(info['class_names'])}) to {args.out}" + (' with LMDBs' if args.lmdb else ''))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,6 +1,8 @@
 """Shared model plumbing for segsr's models (a mixin for BasicSR ``BaseModel`` subclasses).
 
-BasicSR pops ``type`` out of ``train.optim_*`` and ``train.scheduler`` (mutating the options) and knows only two
+The mixin carries its own versions of the ``BaseModel`` methods that basicsr 1.4.2 gets wrong (DDP on CPU, optimizers
+by name, atomic checkpoint writes), so segsr's models behave the same whether or not
+:func:`segsr.compat.apply_basicsr_fixes` patched BasicSR. BasicSR pops ``type`` out of ``train.optim_*`` and ``train.scheduler`` (mutating the options) and knows only two
 scheduler families. The helpers here read option blocks without mutating them, accept any ``torch.optim`` optimizer
 and ``torch.optim.lr_scheduler`` scheduler, and load/freeze auxiliary networks in one place.
 """
@@ -13,11 +15,32 @@ from basicsr.utils import get_root_logger
 from torch import nn
 
 from segsr.archs.task_net_util import extract_state_dict
-from segsr.utils.options import build_optimizer_from_opt, build_scheduler
+from segsr.utils import checkpoint
+from segsr.utils.options import build_optimizer, build_optimizer_from_opt, build_scheduler
 
 
 class SegsrModelMixin:
     """Mixin for ``basicsr.models.base_model.BaseModel`` subclasses. Put it first in the bases."""
+
+    save_network = checkpoint.save_network  # atomic writes that raise on failure
+    save_training_state = checkpoint.save_training_state
+
+    def model_to_device(self, net: nn.Module) -> nn.Module:
+        """Move ``net`` to ``self.device``; wrap in DDP (``device_ids`` only on CUDA) or DataParallel as configured."""
+        from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+        net = net.to(self.device)
+        if self.opt['dist']:
+            find_unused = self.opt.get('find_unused_parameters', False)
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+    def get_optimizer(self, optim_type: str, params, lr: float, **kwargs) -> torch.optim.Optimizer:
+        """Any ``torch.optim`` optimizer by class name (BasicSR's knows only Adam)."""
+        return build_optimizer(optim_type, params, lr, **kwargs)
 
     def build_optimizer(self, key: str, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         """Build ``train.<key>`` (e.g. ``optim_g``) for ``params``, append it to ``self.optimizers`` and return it."""

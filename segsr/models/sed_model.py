@@ -20,12 +20,12 @@ switches either way.
 """
 from typing import Dict
 
-from basicsr.models.realesrgan_model import RealESRGANModel
 from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
 from segsr.models.gan_step import GANStepMixin
+from segsr.models.realesr_util import DeviceAwareRealESRGANModel
 from segsr.models.task_eval import TaskValidationMixin
 
 DEFAULT_SEMANTIC_EXTRACTOR = {'type': 'CLIPSemanticExtractor', 'model_name': 'RN50', 'pretrained': 'openai',
@@ -58,13 +58,14 @@ class SeDModel(TaskValidationMixin, GANStepMixin, SRGANModel):
 
 
 @MODEL_REGISTRY.register()
-class SeDRealESRGANModel(SeDModel, RealESRGANModel):
+class SeDRealESRGANModel(SeDModel, DeviceAwareRealESRGANModel):
     """Real-ESRGAN training (BasicSR's on-the-fly second-order degradations and training-pair pool) with SeD.
 
     Options: those of BasicSR's ``RealESRGANModel`` (degradation settings, ``queue_size``, ``l1_gt_usm``,
     ``percep_gt_usm``, ``gan_gt_usm``, losses, optimizers) plus ``network_sem`` as in :class:`SeDModel`;
     ``train.relativistic`` defaults to False (Real-ESRGAN's standard GAN). The semantics come from the HR batch
-    before USM sharpening; the discriminator sees the sharpened HR as real when ``gan_gt_usm`` is on.
+    before USM sharpening; the discriminator sees the sharpened HR as real when ``gan_gt_usm`` is on. Trains on
+    CPU too (:class:`segsr.models.realesr_util.DeviceAwareRealESRGANModel`).
     """
 
     default_relativistic = False

@@ -1,8 +1,9 @@
 """Small shared helpers."""
 import importlib
 import os
+import sys
 from types import ModuleType
-from typing import List
+from typing import Dict, List, Tuple
 
 
 def import_modules_by_suffix(package: str, init_file: str, suffix: str) -> List[ModuleType]:
@@ -16,3 +17,16 @@ def import_modules_by_suffix(package: str, init_file: str, suffix: str) -> List[
     folder = os.path.dirname(os.path.abspath(init_file))
     names = sorted(os.path.splitext(f)[0] for f in os.listdir(folder) if f.endswith(suffix))
     return [importlib.import_module(f'{package}.{name}') for name in names]
+
+
+def module_command(module: str, *args: str) -> Tuple[List[str], Dict[str, str]]:
+    """``python -m <module> args...`` with this interpreter, and an environment in which that import finds the
+    ``segsr`` package this process runs (installed, ``--target`` folder or a checkout alike).
+
+    Returns:
+        The command list and the environment for ``subprocess.run``.
+    """
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (package_parent, env.get('PYTHONPATH')) if p)
+    return [sys.executable, '-m', module, *args], env

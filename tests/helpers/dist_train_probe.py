@@ -10,8 +10,10 @@ import torch
 
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import segsr  # noqa: E402,F401
+import segsr  # noqa: E402
 import basicsr.train  # noqa: E402
+
+segsr.apply_basicsr_fixes()  # as segsr/train.py does
 
 _built = {}
 _build_model = basicsr.train.build_model

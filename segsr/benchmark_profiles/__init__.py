@@ -1,0 +1,1 @@
+"""Benchmark profiles shipped with segsr (``smoke``, ``quick``, ``full``): package data read by :mod:`segsr.benchmark`."""
