@@ -67,9 +67,6 @@ def load_config(path: str) -> dict:
         if key not in cfg:
             raise ValueError(f"{path}: key '{key}' is required" + (
                 ' (the folder holding Set5/, Set14/, ... with HR/ inside each).' if key == 'bench_root' else '.'))
-    if not os.path.isdir(cfg['bench_root']):
-        raise FileNotFoundError(f"{path}: bench_root '{cfg['bench_root']}' is not a folder (it must hold Set5/, "
-                                'Set14/, ... with HR/ inside each).')
     check_methods(cfg['methods'], path, {'val': {'metrics': cfg.get('metrics') or {}}})
     return cfg
 
@@ -274,6 +271,10 @@ def markdown_table(results: Dict[str, Dict[str, dict]], metric_names: List[str],
 def run_sr_bench(cfg: dict, output_dir: Optional[str] = None) -> dict:
     """Evaluate every method on every set of a (validated) config; write table, JSON and grid; return results."""
     cfg = deepcopy(cfg)
+    root = cfg['bench_root']
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{cfg['name']}: bench_root '{root}' is not a folder (it must hold Set5/, Set14/, "
+                                '... with HR/ inside each).')
     scale = int(cfg.get('scale', 4))
     use_cuda = torch.cuda.is_available() and cfg.get('num_gpu', 'auto') != 0
     device = torch.device('cuda' if use_cuda else 'cpu')
@@ -281,7 +282,6 @@ def run_sr_bench(cfg: dict, output_dir: Optional[str] = None) -> dict:
     os.makedirs(output_dir, exist_ok=True)
     logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO,
                              log_file=os.path.join(output_dir, f"sr_bench_{cfg['name']}_{get_time_str()}.log"))
-    root = cfg['bench_root']
     sets = OrderedDict((s, load_bench_set(root, s, scale)) for s in cfg.get('sets', DEFAULT_SETS))
     metrics = cfg.get('metrics') or default_metrics(scale)
     check_niqe_sizes(sets, metrics)

@@ -121,3 +121,15 @@ def test_sr_bench_entry_point_and_config_errors(tiny_bench, tmp_path):
                                            'network_g': {'type': 'RRDBNett'}}]), f)
     with pytest.raises(Exception, match='RRDBNett'):
         load_config(str(tmp_path / 'typo.yml'))
+
+
+def test_bench_root_is_required_and_checked(tmp_path):
+    from segsr.sr_bench import load_config, run_sr_bench
+
+    path = tmp_path / 'b.yml'
+    path.write_text('name: b\nmethods: [{name: bicubic, type: bicubic}]\n')
+    with pytest.raises(ValueError, match=r"b.yml: key 'bench_root' is required \(the folder holding Set5/"):
+        load_config(str(path))
+    with pytest.raises(FileNotFoundError, match="bench_root '.*nowhere' is not a folder"):
+        run_sr_bench({'name': 'b', 'bench_root': str(tmp_path / 'nowhere'), 'methods': []}, str(tmp_path / 'out'))
+    assert not (tmp_path / 'out').exists()
