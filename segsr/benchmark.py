@@ -1,37 +1,39 @@
-"""One-command benchmark: every method against stock BasicSR baselines on one labelled dataset, side by side.
+"""One-command benchmark: task-aware SR methods against stock BasicSR baselines on one labelled dataset.
 
-``python scripts/benchmark.py --profile quick`` trains, in one go with one seed and one schedule:
+``segsr-benchmark --profile quick --source <CamVid>`` follows the fine-tuning protocol users follow:
 
-* the judge (a segmentation network trained on HR images: the H->T row) and a second, smaller task network
-  (the *prior*, another seed) that conditions SeD and gives the combination its TDP features, so the judge that
-  scores every row is never seen by any SR method during training;
-* an L1 RRDB (stock ``SRModel``: the S->T row), trained for ``l1.iters + gan.iters`` iterations; its checkpoint at
-  ``l1.iters`` starts every other SR row, so every SR row has seen the same number of generator updates;
-* stock ESRGAN (``ESRGANModel`` + ``VGGStyleDiscriminator``), the segmentation-aware GAN (``SegAwareGANModel``),
-  SR4IR (``SR4IRModel``, its task network starting from the prior), SeD (``SeDModel`` + P+SeD discriminator) and
-  the combination (``SegAwareGANModel`` with SeD conditioning and TDP), each for ``gan.iters`` iterations;
+* **Starting points, trained once** and cached under a key derived from their options (``--cache``, default
+  ``~/.cache/segsr/benchmark``; reused by every profile, seed and rerun, or given by flag: ``--judge``,
+  ``--deployed``, ``--l1-start``): the *judge* (a segmentation network trained on HR images: the H->T row; it scores
+  every row and no SR method sees it), the *deployed* segmenter (another seed and architecture: the network a user
+  already has; TDP, SeD's semantics, SR4IR's task net and *SR for my segmenter* use it) and an L1 generator (stock
+  ``SRModel``).
+* **Fine-tuned rows**, each from the L1 start with the same iterations, batch, crop and learning rate
+  (``finetune``), one run per seed in ``seeds`` (``seeded_rows``; the others run the first seed): S->T (L1 alone),
+  stock ESRGAN (``ESRGANModel`` + ``VGGStyleDiscriminator``), the segmentation-aware GAN, SR4IR, SeD (P+SeD), the
+  combination (task branch + SeD + TDP) and *SR for my segmenter* (L1 + cross-entropy through the frozen deployed
+  network: ``SR4IRModel`` with ``update_task: false``).
 
-then scores bicubic (L->T), HR (H->T) and every generator on the val split with the same frozen judge: judge
-mIoU and pixel accuracy, the method's own task network mIoU where it has one (SR4IR's task net, the segmentation
-head of the SegAwareGAN discriminators), PSNR/SSIM (Y, ``scale``-pixel border), NIQE and generator inference time;
-and measures each training step (seconds per iteration and peak memory, fixed random batch, fresh process) as a
-ratio to the stock ESRGAN step with the same generator, batch and crop.
+Every row (plus bicubic L->T, HR H->T and the L1 start) is scored on the evaluation split by the judge and by the
+deployed network (mIoU from summed confusion matrices), with the paired block-bootstrap 95% interval of its
+difference to S->T of the same seed (:func:`segsr.metrics.paired_block_bootstrap`: blocks of consecutive frames),
+the method's own task network where it has one, PSNR/SSIM (Y, ``scale``-pixel border), NIQE and inference time;
+each fine-tuning step is timed on a fixed random batch in a fresh process, as a ratio to stock ESRGAN's.
 
-Everything lives in ``--out`` (default ``experiments/<profile name>``): ``options/<step>.yml`` (the generated
-BasicSR option files: run any of them with ``segsr/train.py``), ``runs/<step>/`` (experiments), ``state/``
-(finished work: a rerun skips it, an interrupted training resumes from its last saved state), ``logs/``,
-``results.md``, ``results.json``, ``grid.png`` (LR | each method | HR, judge segmentation under each) and
-``miou_vs_psnr.png``.
+Everything else lives in ``--out`` (default ``experiments/<profile name>``): ``options/<step>.yml`` (the generated
+BasicSR option files: run any of them with ``segsr-train``), ``runs/<step>_s<seed>/``, ``state/`` (finished work: a
+rerun skips it, an interrupted training resumes from its last saved state), ``logs/``, ``results.md``,
+``results.json``, ``grid.png`` (LR | each method | HR, judge segmentation under each) and ``miou_vs_psnr.png``.
 
 Profiles (shipped with the package in ``segsr/benchmark_profiles/<name>.yml``, or any YAML path): ``smoke`` (tiny
-synthetic data, 2 iterations per step: CI), ``quick`` (CamVid on CPU, about 80 minutes on 2 cores), ``full`` (CamVid
-on a CUDA GPU, bf16 autocast). CamVid profiles prepare ``data.root`` from ``--source`` (the SegNet-layout CamVid
-folder) when it is not prepared yet.
+synthetic data, 2 iterations per step: CI), ``quick`` (CamVid on CPU), ``full`` (CamVid on a CUDA GPU, bf16
+autocast). CamVid profiles prepare ``data.root`` from ``--source`` (the SegNet-layout CamVid folder) when it is not
+prepared yet, and train on ``seq_train`` / score on ``seq_dev`` (video sequences disjoint from training).
 """
 import argparse
+import hashlib
 import json
 import logging
-import math
 import os
 import os.path as osp
 import platform
@@ -43,7 +45,7 @@ from collections import OrderedDict
 from copy import deepcopy
 from dataclasses import dataclass
 from importlib import resources
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -57,6 +59,7 @@ from basicsr.utils import get_root_logger, get_time_str
 from segsr.compat import apply_basicsr_fixes
 from segsr.evaluate import (_finite_or_none, _fmt, _json_default, build_method, evaluate_method, grid_indices,
                             picture_grid)
+from segsr.metrics.bootstrap import paired_block_bootstrap
 from segsr.models.base import freeze, load_checkpoint
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor
 from segsr.step_bench import measure_in_subprocess
@@ -64,9 +67,12 @@ from segsr.utils.misc import module_command
 from segsr.utils.visual import save_rgb
 
 PROFILE_PACKAGE = 'segsr.benchmark_profiles'
-REQUIRED_KEYS = ('name', 'data', 'judge', 'prior', 'generator', 'l1', 'gan')
+REQUIRED_KEYS = ('name', 'data', 'judge', 'deployed', 'generator', 'l1', 'finetune')
 STAGE_KEYS = ('iters', 'batch', 'gt_size', 'lr')
-TRAIN_STEPS = ('judge', 'prior', 'l1', 'esrgan', 'segaware', 'sr4ir', 'sed', 'combo')
+START_STEPS = ('judge', 'deployed', 'l1')  # trained once per options, cached across profiles, seeds and reruns
+FINETUNE_STEPS = ('s2t', 'esrgan', 'segaware', 'sr4ir', 'sed', 'combo', 'sfms')  # from the L1 start, per seed
+TRAIN_STEPS = START_STEPS + FINETUNE_STEPS
+REFERENCE = 's2t'  # every interval is a difference to S->T of the same seed
 SPEED_BASE = 'esrgan'
 
 
@@ -83,12 +89,14 @@ class Row:
 ROWS = (
     Row('hr', 'H->T (judge on HR)', 'hr', step='judge'),
     Row('bicubic', 'L->T (bicubic)', 'bicubic'),
-    Row('l1', 'S->T (L1; stock SRModel)', 'generator', step='l1'),
+    Row('l1', 'L1 start (stock SRModel)', 'generator', step='l1'),
+    Row('s2t', 'S->T (L1 fine-tune)', 'generator', step='s2t'),
     Row('esrgan', 'ESRGAN (stock ESRGANModel)', 'generator', step='esrgan'),
     Row('segaware', 'SegAwareGAN (task-branch D)', 'generator', step='segaware', own='disc'),
     Row('sr4ir', 'SR4IR (TDP + alternate)', 'generator', step='sr4ir', own='task'),
     Row('sed', 'SeD (P+SeD)', 'generator', step='sed'),
     Row('combo', 'Combination (task branch + SeD + TDP)', 'generator', step='combo', own='disc'),
+    Row('sfms', 'SR for my segmenter (CE through the deployed net)', 'generator', step='sfms'),
 )
 
 
@@ -117,13 +125,20 @@ def load_profile(name_or_path: str) -> dict:
     for key in REQUIRED_KEYS:
         if key not in profile:
             raise ValueError(f"{path}: key '{key}' is required.")
-    for stage in ('judge', 'prior', 'l1', 'gan'):
+    for stage in ('judge', 'deployed', 'l1', 'finetune'):
         missing = [k for k in STAGE_KEYS if k not in (profile[stage] or {})]
         if missing:
             raise ValueError(f"{path}: '{stage}' needs keys {missing}.")
-    if profile['gan']['gt_size'] not in (128, 256):
-        raise ValueError(f"{path}: 'gan.gt_size' = {profile['gan']['gt_size']}: stock ESRGAN's VGGStyleDiscriminator "
-                         'takes 128 or 256.')
+    if profile['finetune']['gt_size'] not in (128, 256):
+        raise ValueError(f"{path}: 'finetune.gt_size' = {profile['finetune']['gt_size']}: stock ESRGAN's "
+                         'VGGStyleDiscriminator takes 128 or 256.')
+    seeds = profile.get('seeds', [profile.get('seed', 0)])
+    if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{path}: 'seeds' = {seeds!r}; expected a non-empty list of distinct integers.")
+    unknown_rows = set(profile.get('seeded_rows') or []) - set(FINETUNE_STEPS)
+    if unknown_rows:
+        raise ValueError(f"{path}: 'seeded_rows' has unknown rows {sorted(unknown_rows)}; fine-tuned rows: "
+                         f'{list(FINETUNE_STEPS)}.')
     for key in ('device', 'amp'):
         allowed = {'device': ('cpu', 'cuda', 'auto'), 'amp': (False, 'bf16', 'auto')}[key]
         if profile.get(key, allowed[0]) not in allowed:
@@ -137,12 +152,17 @@ def load_profile(name_or_path: str) -> dict:
 
 @dataclass
 class DataInfo:
-    """A prepared labelled dataset in segsr's layout (``dataset_info.yml`` + LMDBs or ``<split>/{hr,seg}``)."""
+    """A prepared labelled dataset in segsr's layout (``dataset_info.yml`` + LMDBs or ``<split>/{hr,seg}``).
+
+    ``train_split`` feeds every training step, ``eval_split`` every score (CamVid: ``seq_train`` / ``seq_dev``).
+    """
     root: str
     name: str
     num_classes: int
     ignore_index: int
     backend: str
+    train_split: str = 'train'
+    eval_split: str = 'val'
 
     def block(self, split: str) -> dict:
         """A ``PairedImageSegDataset`` option block for ``split``."""
@@ -174,14 +194,16 @@ def prepare_data(data_opt: dict, root: Optional[str] = None, source: Optional[st
         info = yaml.safe_load(f) or {}
     if 'num_classes' not in info:
         raise ValueError(f"{info_path}: key 'num_classes' is required.")
-    backend = 'lmdb' if osp.isdir(osp.join(root, 'lmdb', 'train_hr.lmdb')) else 'disk'
-    for split in ('train', 'val'):
+    splits = (data_opt.get('train_split', 'train'), data_opt.get('eval_split', 'val'))
+    backend = 'lmdb' if osp.isdir(osp.join(root, 'lmdb', f'{splits[0]}_hr.lmdb')) else 'disk'
+    for split in splits:
         block = DataInfo(root, '', 1, 255, backend).block(split)
         for key in ('dataroot_gt', 'dataroot_seg'):
             if not osp.exists(block[key]):
-                raise FileNotFoundError(f'dataset {root}: {block[key]} is missing (split {split}).')
+                raise FileNotFoundError(f'dataset {root}: {block[key]} is missing (split {split}; data.train_split / '
+                                        'data.eval_split name the splits).')
     return DataInfo(root, str(info.get('name', osp.basename(root))).lower(), int(info['num_classes']),
-                    int(info.get('ignore_index', 255)), backend)
+                    int(info.get('ignore_index', 255)), backend, *splits)
 
 
 def _prepare(data_opt: dict, root: str, source: Optional[str]) -> None:
@@ -220,65 +242,111 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-class OptionBuilder:
-    """Builds the BasicSR training options of every step from a profile (pure: nothing is written)."""
+def options_key(opt: dict) -> str:
+    """12 hex digits identifying a training step by what it trains: its options without ``name``, ``path``,
+    ``logger`` and ``num_gpu`` (a starting point trained on one device is reused on another)."""
+    core = {k: v for k, v in opt.items() if k not in ('name', 'path', 'logger', 'num_gpu', 'dist_params')}
+    text = json.dumps(core, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-    def __init__(self, profile: dict, data: DataInfo, out_dir: str, device: str) -> None:
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/segsr/benchmark`` (``~/.cache/segsr/benchmark``)."""
+    return osp.join(os.environ.get('XDG_CACHE_HOME') or osp.expanduser('~/.cache'), 'segsr', 'benchmark')
+
+
+class OptionBuilder:
+    """Builds the BasicSR training options of every step from a profile (pure: nothing is written).
+
+    Step ids: the starting points are ``judge``, ``deployed``, ``l1``; a fine-tuned row's run is ``<row>_s<seed>``.
+
+    Args:
+        profile: A loaded profile.
+        data: The prepared dataset.
+        out_dir: The benchmark's folder (fine-tuned runs go to ``<out_dir>/runs``).
+        device: cpu | cuda | auto.
+        cache_dir: Where starting points are trained and found again (``<cache_dir>/<step>-<options key>``).
+        starts: User-given checkpoints of starting points (``{'judge': path, ...}``), used instead of training.
+    """
+
+    def __init__(self, profile: dict, data: DataInfo, out_dir: str, device: str, cache_dir: Optional[str] = None,
+                 starts: Optional[Dict[str, str]] = None) -> None:
         self.p = profile
         self.data = data
         self.out_dir = out_dir
         self.device = device
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.starts = {k: osp.abspath(v) for k, v in (starts or {}).items() if v}
         self.seed = int(profile.get('seed', 0))
+        self.seeds = [int(s) for s in profile.get('seeds', [self.seed])]
         self.scale = int(profile.get('scale', 4))
         self.num_classes = data.num_classes
+        overrides = profile.get('overrides') or {}
+        self._start_opts = {k: deep_merge(opt, overrides.get(k) or {}) for k, opt in (
+            ('judge', self.task_opt('judge', 0)), ('deployed', self.task_opt('deployed', 1)), ('l1', self.l1_opt()))}
 
-    # paths of other steps' outputs
-    def run_dir(self, step: str) -> str:
-        return osp.join(self.out_dir, 'runs', step)
+    # ids, folders and checkpoints
+    def seeds_of(self, step: str) -> List[int]:
+        """The seeds a fine-tuned row runs with: every seed for ``seeded_rows`` (all rows when absent)."""
+        seeded = self.p.get('seeded_rows')
+        return self.seeds if seeded is None or step in seeded else self.seeds[:1]
 
-    def checkpoint(self, step: str, net: str, iteration: Optional[int] = None) -> str:
+    def step_ids(self) -> List[str]:
+        """Every training run in run order: the starting points, then each fine-tuned row per seed."""
+        return list(START_STEPS) + [f'{s}_s{seed}' for s in FINETUNE_STEPS for seed in self.seeds_of(s)]
+
+    @staticmethod
+    def base_step(step_id: str) -> str:
+        return step_id.rsplit('_s', 1)[0] if step_id not in START_STEPS else step_id
+
+    def run_dir(self, step_id: str) -> str:
+        if step_id in START_STEPS:
+            return osp.join(self.cache_dir, f'{step_id}-{options_key(self._start_opts[step_id])}')
+        return osp.join(self.out_dir, 'runs', step_id)
+
+    def checkpoint(self, step_id: str, net: str, iteration: Optional[int] = None) -> str:
+        if step_id in self.starts and iteration is None:
+            return self.starts[step_id]
         tag = 'latest' if iteration is None else str(iteration)
-        return osp.join(self.run_dir(step), 'models', f'net_{net}_{tag}.pth')
+        return osp.join(self.run_dir(step_id), 'models', f'net_{net}_{tag}.pth')
 
     @property
     def l1_init(self) -> str:
-        """The L1 RRDB after ``l1.iters``: the start of every GAN row and of SR4IR."""
-        return self.checkpoint('l1', 'g', int(self.p['l1']['iters']))
+        """The L1 start: every fine-tuned row begins here."""
+        return self.checkpoint('l1', 'g')
 
     def task_network(self, stage: str) -> dict:
         return dict(self.p[stage]['network'], num_classes=self.num_classes)
 
     def semantic_extractor(self) -> dict:
-        prior = self.p['prior']
-        return dict(type='TaskNetSemanticExtractor', network=self.task_network('prior'),
-                    feature=prior.get('feature', 'C5'), pretrained=self.checkpoint('prior', 'task'))
+        return dict(type='TaskNetSemanticExtractor', network=self.task_network('deployed'),
+                    feature=self.p['deployed'].get('feature', 'C5'), pretrained=self.checkpoint('deployed', 'task'))
 
     def semantic_shape(self) -> tuple:
         """Channels and stride of the semantic map (built once, untrained, just to measure)."""
-        opt = dict(self.semantic_extractor(), pretrained=None)
-        net = build_network(opt)
+        net = build_network(dict(self.semantic_extractor(), pretrained=None))
         return int(net.out_channels), int(net.stride)
 
     # the common skeleton
-    def base(self, step: str, model_type: str, stage: dict, total_iter: int, seed_offset: int = 0) -> dict:
-        train_set = dict(self.data.block('train'), lq_downsample=self.p.get('lq_downsample', 'matlab'),
+    def base(self, step_id: str, model_type: str, stage: dict, total_iter: int, seed: int) -> dict:
+        train_set = dict(self.data.block(self.data.train_split), lq_downsample=self.p.get('lq_downsample', 'matlab'),
                          gt_size=stage['gt_size'], use_hflip=True, use_rot=False,
                          num_worker_per_gpu=int(self.p.get('num_worker', 1)), batch_size_per_gpu=int(stage['batch']),
                          dataset_enlarge_ratio=int(self.p.get('dataset_enlarge_ratio', 10)), prefetch_mode=None)
         num_gpu = {'cpu': 0, 'cuda': 1, 'auto': 'auto'}[self.device]
         return dict(
-            name=f"{self.p['name']}_{step}", model_type=model_type, scale=self.scale, num_gpu=num_gpu,
-            manual_seed=self.seed + seed_offset, datasets={'train': train_set},
-            path={'experiments_root': self.run_dir(step), 'resume_state': None},
+            name=f"{self.p['name']}_{step_id}", model_type=model_type, scale=self.scale, num_gpu=num_gpu,
+            manual_seed=int(seed), datasets={'train': train_set},
+            path={'resume_state': None},
             train={'total_iter': int(total_iter), 'warmup_iter': -1, 'amp': self.p.get('amp', False)},
             logger={'print_freq': max(1, min(50, total_iter // 10)), 'use_tb_logger': False,
                     'save_checkpoint_freq': max(1, total_iter // 4)},
             dist_params={'backend': 'nccl', 'port': 29500})
 
-    def task_opt(self, step: str, stage_name: str, seed_offset: int) -> dict:
-        """H->T task network training (``SegTaskModel`` on HR crops): the judge and the prior."""
+    def task_opt(self, stage_name: str, seed_offset: int) -> dict:
+        """H->T task network training (``SegTaskModel`` on HR crops): the judge and the deployed network."""
         stage = self.p[stage_name]
-        opt = self.base(step, 'SegTaskModel', stage, stage['iters'], seed_offset)
+        opt = self.base(stage_name, 'SegTaskModel', stage, stage['iters'], self.seed + seed_offset)
         opt['task_input'] = 'hr'
         opt['datasets']['train']['lq_downsample'] = 'torch'  # the LR image is unused
         opt['network_task'] = self.task_network(stage_name)
@@ -291,29 +359,37 @@ class OptionBuilder:
         return dict(type='Adam', lr=float(lr), weight_decay=0, betas=[0.9, 0.99])
 
     def l1_opt(self) -> dict:
-        stage, gan_iters = self.p['l1'], int(self.p['gan']['iters'])
-        l1_iters = int(stage['iters'])
-        opt = self.base('l1', 'SRModel', stage, l1_iters + gan_iters)
-        opt['logger']['save_checkpoint_freq'] = math.gcd(l1_iters, gan_iters)  # a checkpoint at l1.iters
+        """The L1 start (stock ``SRModel``), cosine learning rate to ``1e-6``."""
+        stage = self.p['l1']
+        iters = int(stage['iters'])
+        opt = self.base('l1', 'SRModel', stage, iters, self.seed)
         opt['network_g'] = dict(self.p['generator'])
         opt['train'].update(ema_decay=float(stage.get('ema_decay', 0.999)), optim_g=self.adam(stage['lr']),
-                            scheduler=dict(type='MultiStepLR', milestones=[int(0.8 * l1_iters)], gamma=0.5),
+                            scheduler=dict(type='CosineAnnealingRestartLR', periods=[iters], restart_weights=[1],
+                                           eta_min=1e-6),
                             pixel_opt=dict(type='L1Loss', loss_weight=1.0, reduction='mean'))
         return opt
 
-    def gan_opt(self, step: str, model_type: str, network_d: dict) -> dict:
-        """The GAN schedule shared by every GAN row: generator from the L1 RRDB, same losses, lr and iterations."""
-        stage = self.p['gan']
+    def finetune_opt(self, step_id: str, model_type: str, seed: int) -> dict:
+        """The schedule every fine-tuned row shares: generator from the L1 start, same lr, batch, crop, iterations."""
+        stage = self.p['finetune']
         iters = int(stage['iters'])
-        opt = self.base(step, model_type, stage, iters)
+        opt = self.base(step_id, model_type, stage, iters, seed)
         opt['network_g'] = dict(self.p['generator'])
-        opt['network_d'] = network_d
         opt['path'].update(pretrain_network_g=self.l1_init, param_key_g='params_ema', strict_load_g=True)
         opt['train'].update(
             ema_decay=float(stage.get('ema_decay', 0.999)), optim_g=self.adam(stage['lr']),
-            optim_d=self.adam(stage['lr']),
             scheduler=dict(type='MultiStepLR', milestones=[max(1, int(2 * iters / 3))], gamma=0.5),
-            pixel_opt=dict(type='L1Loss', loss_weight=float(stage.get('pixel_weight', 1.0)), reduction='mean'),
+            pixel_opt=dict(type='L1Loss', loss_weight=float(stage.get('pixel_weight', 1.0)), reduction='mean'))
+        return opt
+
+    def gan_opt(self, step_id: str, model_type: str, network_d: dict, seed: int) -> dict:
+        """A fine-tuned GAN row: the shared schedule plus one discriminator, GAN loss and optimizer for every row."""
+        stage = self.p['finetune']
+        opt = self.finetune_opt(step_id, model_type, seed)
+        opt['network_d'] = network_d
+        opt['train'].update(
+            optim_d=self.adam(stage['lr']),
             gan_opt=dict(type='GANLoss', gan_type='vanilla', real_label_val=1.0, fake_label_val=0.0,
                          loss_weight=float(stage.get('gan_weight', 5e-3))),
             net_d_iters=1, net_d_init_iters=0)
@@ -327,98 +403,124 @@ class OptionBuilder:
         return opt
 
     def task_losses(self) -> dict:
-        ignore, warmup = self.data.ignore_index, int(self.p['gan']['iters']) // 6
+        ignore, warmup = self.data.ignore_index, int(self.p['finetune']['iters']) // 6
         return dict(task_adv_opt=dict(type='TaskAdversarialLoss', loss_weight=0.05, ignore_index=ignore),
                     d_task_opt=dict(type='DiscriminatorTaskLoss', loss_weight=5.0, sr_weight=0.0,
                                     ignore_index=ignore),
                     task_warmup_iter=warmup)
 
     def tdp(self) -> dict:
-        return dict(tdp_opt=dict(type='TDPLoss', layer_weights={self.p['prior'].get('feature', 'C5'): 1.0},
-                                 criterion='l1', loss_weight=float(self.p['gan'].get('tdp_weight', 1.0))),
-                    tdp_warmup_iter=int(self.p['gan']['iters']) // 6)
+        return dict(tdp_opt=dict(type='TDPLoss', layer_weights={self.p['deployed'].get('feature', 'C5'): 1.0},
+                                 criterion='l1', loss_weight=float(self.p['finetune'].get('tdp_weight', 1.0))),
+                    tdp_warmup_iter=int(self.p['finetune']['iters']) // 6)
 
     def seg_aware_d(self, semantic: bool) -> dict:
-        d_feat = int(self.p['gan'].get('d_feat', 64))
+        d_feat = int(self.p['finetune'].get('d_feat', 64))
         d = dict(type='SegAwareDiscriminator', num_classes=self.num_classes, num_in_ch=3, num_feat=d_feat,
                  trunk='unet', rf_head='pixel', seg_hidden=d_feat, skip_connection=True)
         if semantic:
             d['semantic_dim'], d['semantic_stride'] = self.semantic_shape()
         return d
 
-    def esrgan(self) -> dict:
-        stage = self.p['gan']
+    # the rows
+    def s2t(self, step_id: str, seed: int) -> dict:
+        """S->T: the L1 start continued with L1 alone (stock ``SRModel``)."""
+        return self.finetune_opt(step_id, 'SRModel', seed)
+
+    def esrgan(self, step_id: str, seed: int) -> dict:
+        stage = self.p['finetune']
         d = dict(type='VGGStyleDiscriminator', num_in_ch=3, num_feat=int(stage.get('d_feat', 64)),
                  input_size=int(stage['gt_size']))
-        return self.gan_opt('esrgan', 'ESRGANModel', d)
+        return self.gan_opt(step_id, 'ESRGANModel', d, seed)
 
-    def segaware(self) -> dict:
-        opt = self.gan_opt('segaware', 'SegAwareGANModel', self.seg_aware_d(semantic=False))
+    def segaware(self, step_id: str, seed: int) -> dict:
+        opt = self.gan_opt(step_id, 'SegAwareGANModel', self.seg_aware_d(semantic=False), seed)
         opt['train'].update(self.task_losses())
         return opt
 
-    def sed(self) -> dict:
+    def sed(self, step_id: str, seed: int) -> dict:
         dim, stride = self.semantic_shape()
-        d = dict(type='SeDPatchDiscriminator', num_in_ch=3, num_feat=int(self.p['gan'].get('d_feat', 64)),
+        d = dict(type='SeDPatchDiscriminator', num_in_ch=3, num_feat=int(self.p['finetune'].get('d_feat', 64)),
                  semantic_dim=dim, semantic_stride=stride)
-        opt = self.gan_opt('sed', 'SeDModel', d)
+        opt = self.gan_opt(step_id, 'SeDModel', d, seed)
         opt['network_sem'] = self.semantic_extractor()
         return opt
 
-    def combo(self) -> dict:
-        opt = self.gan_opt('combo', 'SegAwareGANModel', self.seg_aware_d(semantic=True))
+    def combo(self, step_id: str, seed: int) -> dict:
+        opt = self.gan_opt(step_id, 'SegAwareGANModel', self.seg_aware_d(semantic=True), seed)
         opt['network_sem'] = self.semantic_extractor()
-        opt['network_task'] = self.task_network('prior')
-        opt['path'].update(pretrain_network_task=self.checkpoint('prior', 'task'))
+        opt['network_task'] = self.task_network('deployed')
+        opt['path'].update(pretrain_network_task=self.checkpoint('deployed', 'task'))
         opt['train'].update(self.task_losses(), **self.tdp())
         return opt
 
-    def sr4ir(self) -> dict:
-        """SR4IR on the GAN schedule's generator start, lr and iterations; its task network starts from the prior."""
-        stage, ignore = self.p['gan'], self.data.ignore_index
-        iters = int(stage['iters'])
-        opt = self.base('sr4ir', 'SR4IRModel', stage, iters)
-        opt['network_g'] = dict(self.p['generator'])
-        opt['network_task'] = self.task_network('prior')
-        opt['path'].update(pretrain_network_g=self.l1_init, param_key_g='params_ema', strict_load_g=True,
-                           pretrain_network_task=self.checkpoint('prior', 'task'))
+    def _sr4ir_base(self, step_id: str, seed: int) -> dict:
+        opt = self.finetune_opt(step_id, 'SR4IRModel', seed)
+        opt['network_task'] = self.task_network('deployed')
+        opt['path'].update(pretrain_network_task=self.checkpoint('deployed', 'task'))
+        opt['train']['scheduler_g'] = opt['train'].pop('scheduler')
+        return opt
+
+    def sr4ir(self, step_id: str, seed: int) -> dict:
+        """SR4IR on the shared schedule; its task network starts from the deployed network."""
+        iters, ignore = int(self.p['finetune']['iters']), self.data.ignore_index
+        opt = self._sr4ir_base(step_id, seed)
         task_loss = dict(type='SegCrossEntropyLoss', loss_weight=0.34, ignore_index=ignore)
-        milestones = [max(1, int(2 * iters / 3))]
         opt['train'].update(
-            ema_decay=float(stage.get('ema_decay', 0.999)), update_sr=True, update_task=True, alternate=True,
-            optim_g=self.adam(stage['lr']),
+            update_sr=True, update_task=True, alternate=True,
             optim_task=dict(type='AdamW', lr=float(self.p.get('sr4ir_task_lr', 2e-4)), weight_decay=1e-4),
-            scheduler_g=dict(type='MultiStepLR', milestones=milestones, gamma=0.5),
-            scheduler_task=dict(type='MultiStepLR', milestones=milestones, gamma=0.5),
-            pixel_opt=dict(type='L1Loss', loss_weight=float(stage.get('pixel_weight', 1.0)), reduction='mean'),
+            scheduler_task=dict(type='MultiStepLR', milestones=[max(1, int(2 * iters / 3))], gamma=0.5),
             task_sr_opt=dict(task_loss), task_hr_opt=dict(task_loss), task_cqmix_opt=dict(task_loss),
             cqmix=dict(grid=8, prob=0.5), **self.tdp())
         return opt
 
+    def sfms(self, step_id: str, seed: int) -> dict:
+        """*SR for my segmenter*: L1 + ``finetune.ce_weight`` x cross-entropy through the frozen deployed network
+        (+ TDP with ``finetune.sfms_tdp``), back-propagated into the SR network only (SR4IR's T2S)."""
+        stage = self.p['finetune']
+        opt = self._sr4ir_base(step_id, seed)
+        opt['train'].update(update_sr=True, update_task=False,
+                            sr_ce_opt=dict(type='SegCrossEntropyLoss', loss_weight=float(stage.get('ce_weight', 0.1)),
+                                           ignore_index=self.data.ignore_index))
+        if stage.get('sfms_tdp'):
+            opt['train'].update(self.tdp())
+        return opt
+
     def all(self) -> Dict[str, dict]:
-        """Options of every training step, in run order, with the profile's ``overrides`` merged in."""
-        steps = OrderedDict(judge=self.task_opt('judge', 'judge', 0), prior=self.task_opt('prior', 'prior', 1),
-                            l1=self.l1_opt(), esrgan=self.esrgan(), segaware=self.segaware(), sr4ir=self.sr4ir(),
-                            sed=self.sed(), combo=self.combo())
+        """Options of every training run (by step id), in run order, with the profile's ``overrides`` merged in."""
         overrides = self.p.get('overrides') or {}
-        return OrderedDict((k, deep_merge(v, overrides.get(k) or {})) for k, v in steps.items())
+        steps = OrderedDict()
+        for step_id in self.step_ids():
+            base = self.base_step(step_id)
+            if base in START_STEPS:
+                steps[step_id] = deepcopy(self._start_opts[base])
+            else:
+                opt = getattr(self, base)(step_id, int(step_id.rsplit('_s', 1)[1]))
+                steps[step_id] = deep_merge(opt, overrides.get(base) or {})
+        for step_id, opt in steps.items():
+            opt['path']['experiments_root'] = self.run_dir(step_id)
+        return steps
 
 
 # ------------------------------------------------------------------------------------------------------ the runner
 class Benchmark:
-    """Runs (or resumes) one benchmark: training steps, evaluation rows, step timing, then the outputs.
+    """Runs (or resumes) one benchmark: training runs, evaluation rows, step timing, then the outputs.
 
     Args:
         profile: A loaded profile (:func:`load_profile`).
         out_dir: Work and output folder.
         data_root: Dataset root (default: the profile's ``data.root``).
         device: cpu | cuda | auto (default: the profile's ``device``).
-        judge: Path of a trained judge checkpoint to reuse instead of training one (must match ``judge.network``).
+        judge / deployed / l1_start: Checkpoints of starting points to use instead of training them (each must
+            match the profile's network block: ``judge.network``, ``deployed.network``, ``generator``).
         source: Raw dataset to prepare ``data_root`` from when it is not prepared (default: ``data.source``).
+        cache_dir: Where starting points are trained and found again (default :func:`default_cache_dir`).
     """
 
     def __init__(self, profile: dict, out_dir: Optional[str] = None, data_root: Optional[str] = None,
-                 device: Optional[str] = None, judge: Optional[str] = None, source: Optional[str] = None) -> None:
+                 device: Optional[str] = None, judge: Optional[str] = None, source: Optional[str] = None,
+                 cache_dir: Optional[str] = None, deployed: Optional[str] = None,
+                 l1_start: Optional[str] = None) -> None:
         self.profile = deepcopy(profile)
         self.out_dir = osp.abspath(out_dir or osp.join('experiments', profile['name']))
         self.device_name = device or profile.get('device', 'cpu')
@@ -426,21 +528,24 @@ class Benchmark:
             raise RuntimeError("device 'cuda' requested but CUDA is not available; use --device cpu or auto.")
         use_cuda = self.device_name == 'cuda' or (self.device_name == 'auto' and torch.cuda.is_available())
         self.device = torch.device('cuda' if use_cuda else 'cpu')
+        starts = {'judge': judge, 'deployed': deployed, 'l1': l1_start}
+        for step, path in starts.items():
+            if path and not osp.isfile(path):
+                flag = {'l1': '--l1-start'}.get(step, f'--{step}')
+                raise FileNotFoundError(f'{flag} {path}: no such checkpoint.')
         for sub in ('options', 'runs', 'state', 'logs', 'pictures'):
             os.makedirs(osp.join(self.out_dir, sub), exist_ok=True)
         self.logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO,
                                       log_file=osp.join(self.out_dir, 'logs', f'benchmark_{get_time_str()}.log'))
         self.data = prepare_data(profile['data'], data_root, source)
-        self.builder = OptionBuilder(self.profile, self.data, self.out_dir, self.device_name)
+        self.builder = OptionBuilder(self.profile, self.data, self.out_dir, self.device_name,
+                                     osp.abspath(cache_dir) if cache_dir else None, starts)
         self.options = self.builder.all()
-        self.judge_path = osp.abspath(judge) if judge else self.builder.checkpoint('judge', 'task')
-        if judge and not osp.isfile(self.judge_path):
-            raise FileNotFoundError(f'--judge {judge}: no such checkpoint.')
-        self.reuse_judge = bool(judge)
+        self.judge_path = self.builder.checkpoint('judge', 'task')
 
     # state files: finished work
-    def _state(self, kind: str, key: str) -> str:
-        return osp.join(self.out_dir, 'state', f'{kind}_{key}.json')
+    def _state(self, kind: str, key: str, ext: str = 'json') -> str:
+        return osp.join(self.out_dir, 'state', f'{kind}_{key}.{ext}')
 
     def _load_state(self, kind: str, key: str) -> Optional[dict]:
         path = self._state(kind, key)
@@ -449,144 +554,191 @@ class Benchmark:
         with open(path) as f:
             return json.load(f)
 
-    def _save_state(self, kind: str, key: str, payload: dict) -> None:
-        path = self._state(kind, key)
+    def _save_state(self, kind: str, key: str, payload: dict, path: Optional[str] = None) -> None:
+        path = path or self._state(kind, key)
         tmp = path + '.tmp'
         with open(tmp, 'w') as f:
             json.dump(_finite_or_none(payload), f, indent=2, default=_json_default, allow_nan=False)
         os.replace(tmp, path)
 
     # 1. training
-    def write_options(self, step: str) -> str:
-        """Write ``options/<step>.yml``; refuse to resume a step whose options changed since it started."""
-        path = osp.join(self.out_dir, 'options', f'{step}.yml')
-        text = yaml.safe_dump(self.options[step], sort_keys=False)
-        if osp.isfile(path) and osp.isdir(self.builder.run_dir(step)):
+    def write_options(self, step_id: str) -> str:
+        """Write ``options/<step id>.yml``; refuse to resume a run whose options changed since it started."""
+        path = osp.join(self.out_dir, 'options', f'{step_id}.yml')
+        text = yaml.safe_dump(self.options[step_id], sort_keys=False)
+        if step_id not in START_STEPS and osp.isfile(path) and osp.isdir(self.builder.run_dir(step_id)):
             with open(path) as f:
                 if f.read() != text:
-                    raise ValueError(f'{path}: the options of step {step} changed since this benchmark started '
+                    raise ValueError(f'{path}: the options of step {step_id} changed since this benchmark started '
                                      f'(profile or data); use another --out or delete {self.out_dir}.')
         with open(path, 'w') as f:
             f.write(text)
         return path
 
-    def train(self, step: str) -> None:
-        if step == 'judge' and self.reuse_judge:
-            self.logger.info(f'judge: reusing {self.judge_path}')
+    def _done_file(self, step_id: str) -> str:
+        """Finished-run record: in the cache folder for starting points (shared), in ``state/`` otherwise."""
+        if step_id in START_STEPS:
+            return osp.join(self.builder.run_dir(step_id), 'segsr_finished.json')
+        return self._state('train', step_id)
+
+    def train_record(self, step_id: str) -> Optional[dict]:
+        if step_id in self.builder.starts:
+            return {'given': self.builder.starts[step_id]}
+        path = self._done_file(step_id)
+        if not osp.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def train(self, step_id: str) -> None:
+        base = OptionBuilder.base_step(step_id)
+        if step_id in self.builder.starts:
+            self.logger.info(f'{step_id}: using the given checkpoint {self.builder.starts[step_id]}')
             return
-        done = self._load_state('train', step)
-        expected = self.builder.checkpoint(step, 'task' if step in ('judge', 'prior') else 'g')
+        expected = self.builder.checkpoint(step_id, 'task' if base in ('judge', 'deployed') else 'g')
+        done = self.train_record(step_id)
         if done and osp.isfile(expected):
-            self.logger.info(f'{step}: trained already ({done["seconds"] / 60:.1f} min), skipped.')
+            where = f' (cached: {self.builder.run_dir(step_id)})' if step_id in START_STEPS else ''
+            self.logger.info(f'{step_id}: trained already ({done["seconds"] / 60:.1f} min){where}, skipped.')
             return
-        opt_path = self.write_options(step)
+        opt_path = self.write_options(step_id)
         cmd, env = module_command('segsr.train', '-opt', opt_path, '--auto_resume')
-        log_path = osp.join(self.out_dir, 'logs', f'train_{step}.txt')
-        self.logger.info(f'{step}: training ({self.options[step]["train"]["total_iter"]} iterations): '
-                         f'{shlex.join(cmd)}')
+        log_path = osp.join(self.out_dir, 'logs', f'train_{step_id}.txt')
+        self.logger.info(f'{step_id}: training ({self.options[step_id]["train"]["total_iter"]} iterations) in '
+                         f'{self.builder.run_dir(step_id)}: {shlex.join(cmd)}')
         start = time.time()
         with open(log_path, 'a') as log:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        seconds = time.time() - start + (self._load_state('partial', step) or {}).get('seconds', 0.0)
+        seconds = time.time() - start + (self._load_state('partial', step_id) or {}).get('seconds', 0.0)
         if proc.returncode != 0 or not osp.isfile(expected):
-            self._save_state('partial', step, {'seconds': seconds})
+            self._save_state('partial', step_id, {'seconds': seconds})
             with open(log_path) as f:
                 tail = f.read()[-3000:]
-            raise RuntimeError(f'{step}: training failed (exit {proc.returncode}); log {log_path}:\n{tail}')
-        self._save_state('train', step, {'seconds': seconds, 'iters': self.options[step]['train']['total_iter']})
-        self.logger.info(f'{step}: done in {seconds / 60:.1f} min.')
+            raise RuntimeError(f'{step_id}: training failed (exit {proc.returncode}); log {log_path}:\n{tail}')
+        record = {'seconds': seconds, 'iters': self.options[step_id]['train']['total_iter'], 'options': opt_path}
+        self._save_state('train', step_id, record, path=self._done_file(step_id))
+        self.logger.info(f'{step_id}: done in {seconds / 60:.1f} min.')
 
     # 2. evaluation
     def val_dataset(self):
-        opt = dict(self.data.block('val'), phase='val', scale=self.builder.scale,
+        opt = dict(self.data.block(self.data.eval_split), phase='val', scale=self.builder.scale,
                    lq_downsample=self.profile.get('lq_downsample', 'matlab'))
         return build_dataset(opt)
 
-    def method_entry(self, row: Row) -> dict:
+    def method_entry(self, row: Row, step_id: Optional[str]) -> dict:
         if row.kind != 'generator':
             return {'name': row.label, 'type': row.kind}
-        return {'name': row.label, 'type': 'generator', 'network_g': self.options[row.step]['network_g'],
-                'path': self.builder.checkpoint(row.step, 'g'), 'param_key': 'params_ema'}
+        return {'name': row.label, 'type': 'generator', 'network_g': self.options[step_id]['network_g'],
+                'path': self.builder.checkpoint(step_id, 'g'), 'param_key': 'params_ema'}
 
-    def own_predictor(self, row: Row):
+    def own_predictor(self, row: Row, step_id: str):
         """The method's own task network on its SR output: SR4IR's task net or the discriminator's task head."""
-        opt, models = self.options[row.step], osp.join(self.builder.run_dir(row.step), 'models')
+        opt, models = self.options[step_id], osp.join(self.builder.run_dir(step_id), 'models')
         if row.own == 'task':
             net = build_network(opt['network_task'])
-            load_checkpoint(net, osp.join(models, 'net_task_latest.pth'), 'params', f'{row.step} net_task')
+            load_checkpoint(net, osp.join(models, 'net_task_latest.pth'), 'params', f'{step_id} net_task')
             return network_predictor(freeze(net.to(self.device)))
         net_d = build_network(opt['network_d'])
-        load_checkpoint(net_d, osp.join(models, 'net_d_latest.pth'), 'params', f'{row.step} net_d')
+        load_checkpoint(net_d, osp.join(models, 'net_d_latest.pth'), 'params', f'{step_id} net_d')
         net_d = freeze(net_d.to(self.device))
         if not opt.get('network_sem'):
             return net_d.segment
         sem = freeze(build_network(opt['network_sem']).to(self.device))
         return lambda img: net_d.segment(img, semantic=sem(img))
 
-    def evaluate(self, row: Row, dataset, judge, keep: List[int]) -> None:
-        if self._load_state('eval', row.key):
-            self.logger.info(f'{row.label}: evaluated already, skipped.')
+    def row_runs(self, row: Row) -> List[Tuple[int, Optional[str]]]:
+        """``(seed, step id)`` of each evaluation of a row: one per seed for fine-tuned rows, one otherwise."""
+        if row.step in FINETUNE_STEPS:
+            return [(seed, f'{row.step}_s{seed}') for seed in self.builder.seeds_of(row.step)]
+        return [(self.builder.seeds[0], row.step)]
+
+    def evaluate(self, row: Row, seed: int, step_id: Optional[str], dataset, nets: dict, keep: List[int]) -> None:
+        key = f'{row.key}_s{seed}'
+        if self._load_state('eval', key) and osp.isfile(self._state('matrices', key, 'npz')):
+            self.logger.info(f'{row.label} (seed {seed}): evaluated already, skipped.')
             return
-        predictors = {'judge': network_predictor(judge)}
+        predictors = {name: network_predictor(net) for name, net in nets.items()}
         if row.own:
-            predictors['own'] = self.own_predictor(row)
+            predictors['own'] = self.own_predictor(row, step_id)
         metrics = OrderedDict(
             psnr=dict(type='calculate_psnr', crop_border=self.builder.scale, test_y_channel=True),
             ssim=dict(type='calculate_ssim', crop_border=self.builder.scale, test_y_channel=True),
             niqe=dict(type='calculate_niqe', crop_border=self.builder.scale))
         scorer = TaskScorer(metrics, predictors, self.data.num_classes, self.data.ignore_index)
-        result = evaluate_method(build_method(self.method_entry(row), self.device), dataset, scorer, self.device,
-                                 keep)
+        result = evaluate_method(build_method(self.method_entry(row, step_id), self.device), dataset, scorer,
+                                 self.device, keep)
         pictures = {}
         for idx, (sr_rgb, pred) in result['pictures'].items():
-            base = osp.join(self.out_dir, 'pictures', f'{row.key}_{idx}')
+            base = osp.join(self.out_dir, 'pictures', f'{key}_{idx}')
             save_rgb(base + '_sr.png', sr_rgb)
             np.save(base + '_pred.npy', pred.astype(np.int16))
             pictures[str(idx)] = base
-        summary = result['summary']
-        self._save_state('eval', row.key, {'summary': summary, 'pictures': pictures})
-        self.logger.info(f"{row.label}: judge mIoU {summary['judge_miou']:.2f}, PSNR {summary['psnr']:.2f}, "
-                         f"SSIM {summary['ssim']:.4f}, NIQE {summary['niqe']:.2f}")
+        tmp = self._state('matrices', key, 'tmp.npz')
+        np.savez_compressed(tmp, **{name: np.stack(scorer.image_matrices[name]) for name in ('judge', 'deployed')})
+        os.replace(tmp, self._state('matrices', key, 'npz'))
+        summary = {k: v for k, v in result['summary'].items()}
+        self._save_state('eval', key, {'summary': summary, 'pictures': pictures})
+        self.logger.info(f"{row.label} (seed {seed}): judge mIoU {summary['judge_miou']:.2f}, deployed mIoU "
+                         f"{summary['deployed_miou']:.2f}, PSNR {summary['psnr']:.2f}, SSIM {summary['ssim']:.4f}, "
+                         f"NIQE {summary['niqe']:.2f}")
+
+    def intervals(self, row: Row, seed: int) -> Dict[str, dict]:
+        """Paired block-bootstrap intervals of the row's judge and deployed mIoU minus S->T's (same seed)."""
+        ref_seeds = self.builder.seeds_of(REFERENCE)
+        ref_key = f'{REFERENCE}_s{seed if seed in ref_seeds else ref_seeds[0]}'
+        mats, ref = (np.load(self._state('matrices', k, 'npz')) for k in (f'{row.key}_s{seed}', ref_key))
+        boot = dict(self.profile.get('bootstrap') or {})
+        return {f'{name}_vs_s2t': paired_block_bootstrap(
+            mats[name], ref[name], int(boot.get('block', 10)), int(boot.get('samples', 2000)),
+            float(boot.get('level', 0.95)), int(boot.get('seed', 0))).as_dict() for name in ('judge', 'deployed')}
 
     # 3. step timing
     def speed(self, row: Row) -> None:
-        if row.kind != 'generator' or self._load_state('speed', row.key):
+        if row.step not in FINETUNE_STEPS or self._load_state('speed', row.key):
             return
         spd = self.profile.get('speed') or {}
-        gan = self.profile['gan']
-        opt_path = self.write_options(row.step)
-        self.logger.info(f'{row.label}: timing training steps ({spd.get("iters", 10)} steps, batch {gan["batch"]} '
-                         f'x {gan["gt_size"]}).')
+        stage = self.profile['finetune']
+        opt_path = self.write_options(self.row_runs(row)[0][1])
+        self.logger.info(f'{row.label}: timing training steps ({spd.get("iters", 10)} steps, batch {stage["batch"]} '
+                         f'x {stage["gt_size"]}).')
         result = measure_in_subprocess(opt_path, iters=int(spd.get('iters', 10)), warmup=int(spd.get('warmup', 3)),
-                                       batch=int(gan['batch']), gt_size=int(gan['gt_size']),
+                                       batch=int(stage['batch']), gt_size=int(stage['gt_size']),
                                        device=self.device.type)
         self._save_state('speed', row.key, result)
 
     # the whole run
     def run(self) -> dict:
-        self.logger.info(f"Benchmark '{self.profile['name']}' ({self.profile['_path']}) on {self.data.root}, "
-                         f'device {self.device}, out {self.out_dir}')
-        for step in TRAIN_STEPS:
-            self.train(step)
+        self.logger.info(f"Benchmark '{self.profile['name']}' ({self.profile['_path']}) on {self.data.root} "
+                         f'(train {self.data.train_split}, evaluate {self.data.eval_split}), device {self.device}, '
+                         f'seeds {self.builder.seeds}, out {self.out_dir}, starting points in {self.builder.cache_dir}')
+        for step_id in self.builder.step_ids():
+            self.train(step_id)
         dataset = self.val_dataset()
-        judge = build_judge({'network': self.options['judge']['network_task'], 'path': self.judge_path,
-                             'param_key': 'params'}, self.device, 'judge')
+        nets = {name: build_judge({'network': self.options[name]['network_task'],
+                                   'path': self.builder.checkpoint(name, 'task'), 'param_key': 'params'},
+                                  self.device, name) for name in ('judge', 'deployed')}
         keep = grid_indices(len(dataset), int((self.profile.get('eval') or {}).get('grid_images', 3)))
         for row in ROWS:
-            self.evaluate(row, dataset, judge, keep)
+            for seed, step_id in self.row_runs(row):
+                self.evaluate(row, seed, step_id, dataset, nets, keep)
         for row in ROWS:
             self.speed(row)
         return self.write_outputs(dataset, keep)
 
     # 4. outputs
     def collect(self) -> List[dict]:
-        """One record per row from the state files."""
+        """One record per row from the state files: per-seed summaries and intervals, and their aggregate."""
         records = []
         for row in ROWS:
-            ev = self._load_state('eval', row.key)
-            train = self._load_state('train', row.step) if row.step else None
-            records.append(dict(key=row.key, label=row.label, step=row.step, summary=ev['summary'],
-                                pictures=ev['pictures'], train=train, speed=self._load_state('speed', row.key)))
+            runs = []
+            for seed, step_id in self.row_runs(row):
+                ev = self._load_state('eval', f'{row.key}_s{seed}')
+                runs.append(dict(seed=seed, step=step_id, summary=ev['summary'], pictures=ev['pictures'],
+                                 intervals=self.intervals(row, seed),
+                                 train=self.train_record(step_id) if step_id else None))
+            records.append(dict(key=row.key, label=row.label, step=row.step, runs=runs,
+                                summary=aggregate([r['summary'] for r in runs]), pictures=runs[0]['pictures'],
+                                intervals=runs[0]['intervals'], speed=self._load_state('speed', row.key)))
         base = next(r['speed'] for r in records if r['key'] == SPEED_BASE)
         for r in records:
             if r['speed']:
@@ -600,7 +752,7 @@ class Benchmark:
         table = markdown_table(records)
         with open(osp.join(self.out_dir, 'results.md'), 'w') as f:
             f.write(header_text(meta) + '\n' + table + '\n' + FOOTNOTES)
-        payload = dict(meta=meta, rows=[{k: v for k, v in r.items() if k != 'pictures'} for r in records])
+        payload = dict(meta=meta, rows=[strip_pictures(r) for r in records])
         with open(osp.join(self.out_dir, 'results.json'), 'w') as f:
             json.dump(_finite_or_none(payload), f, indent=2, default=_json_default, allow_nan=False)
         save_rgb(osp.join(self.out_dir, 'grid.png'), self.grid(records, dataset, keep))
@@ -627,14 +779,37 @@ class Benchmark:
         threads = torch.get_num_threads()
         machine = (torch.cuda.get_device_name(self.device) if self.device.type == 'cuda' else
                    f'CPU, {os.cpu_count()} cores ({threads} torch threads)')
+        starts = {s: self.builder.checkpoint(s, 'task' if s != 'l1' else 'g') for s in START_STEPS}
         return dict(
-            title=f"{p['name']}: x{self.builder.scale} {self.data.name}, {num_images} val images",
-            profile=p['_path'], dataset=self.data.root, num_val_images=num_images, device=str(self.device),
+            title=f"{p['name']}: x{self.builder.scale} {self.data.name} {self.data.eval_split}, {num_images} images",
+            profile=p['_path'], dataset=self.data.root, train_split=self.data.train_split,
+            eval_split=self.data.eval_split, num_val_images=num_images, device=str(self.device),
             machine=f'{machine}, {platform.machine()}, torch {torch.__version__}', amp=p.get('amp', False),
             date=time.strftime('%Y-%m-%d'), command=shlex.join([osp.relpath(sys.argv[0])] + sys.argv[1:]),
-            seed=self.builder.seed, judge=self.judge_path,
-            schedule=dict(judge=_stage(p['judge']), prior=_stage(p['prior']), l1=_stage(p['l1']),
-                          gan=_stage(p['gan'])))
+            seeds=self.builder.seeds, seeded_rows=p.get('seeded_rows') or list(FINETUNE_STEPS), starts=starts,
+            bootstrap=dict(dict(block=10, samples=2000, level=0.95, seed=0), **(p.get('bootstrap') or {})),
+            schedule=dict(judge=_stage(p['judge']), deployed=_stage(p['deployed']), l1=_stage(p['l1']),
+                          finetune=_stage(p['finetune'])))
+
+
+def strip_pictures(record: dict) -> dict:
+    out = {k: v for k, v in record.items() if k != 'pictures'}
+    out['runs'] = [{k: v for k, v in run.items() if k != 'pictures'} for run in record['runs']]
+    return out
+
+
+def aggregate(summaries: List[dict]) -> dict:
+    """Mean over seeds of every scalar of the summaries, plus ``<name>_sd`` (sample sd) when there are several."""
+    out = OrderedDict()
+    for name, value in summaries[0].items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            out[name] = value
+            continue
+        values = np.array([s.get(name) if s.get(name) is not None else np.nan for s in summaries], dtype=float)
+        out[name] = float(np.mean(values))
+        if len(values) > 1:
+            out[f'{name}_sd'] = float(np.std(values, ddof=1))
+    return out
 
 
 def _stage(stage: dict) -> str:
@@ -642,35 +817,61 @@ def _stage(stage: dict) -> str:
 
 
 FOOTNOTES = """\
-judge mIoU / pixel acc: the frozen judge (H->T task network) on each method's SR output of the val images.
-own mIoU: the method's own task network on its SR output (SR4IR: its task net; SegAwareGAN and the combination:
-the discriminator's segmentation head). PSNR/SSIM: Y channel, scale-pixel border; NIQE: lower is better.
-s / iter and peak memory: one training step on a fixed random batch (the GAN batch and crop for every row), median,
-in a fresh process (CPU: peak resident set size of the process, interpreter included; CUDA: peak allocated);
-x ESRGAN: ratio to the stock ESRGAN step with the same generator. infer s / img: the generator alone on one val
-image. train min: wall time of the row's training run.
+judge mIoU: the frozen judge (H->T task network, never seen by an SR method) on each row's SR output of the
+evaluation images; deployed mIoU: the deployed segmenter (the network SR for my segmenter, TDP, SeD and SR4IR use)
+on the same outputs. - S->T [95% CI]: the difference to S->T of the same seed, with the paired block-bootstrap 95%
+interval (blocks of consecutive frames resampled, mIoU recomputed from the summed confusion matrices); for rows with
+several seeds: the mean over seeds, the interval of the first seed, and how many seeds have a positive difference.
+Values with several seeds are means (± sample sd). own mIoU: the method's own task network on its SR output (SR4IR:
+its task net; SegAwareGAN and the combination: the discriminator's segmentation head). PSNR/SSIM: Y channel,
+scale-pixel border; NIQE: lower is better. s / iter: one training step on a fixed random batch (the fine-tuning batch
+and crop for every row), median, in a fresh process; x ESRGAN: ratio to the stock ESRGAN step with the same
+generator (peak memory: results.json). infer s / img: the generator alone on one image. train min: wall time of the
+row's training run (summed over seeds).
 """
 
 
 def header_text(meta: dict) -> str:
     lines = [f"# {meta['title']}", '',
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}; device {meta['device']}, "
-             f"amp {meta['amp']}  ", f"Date: {meta['date']}; seed {meta['seed']}  ",
+             f"amp {meta['amp']}  ", f"Date: {meta['date']}; seeds {meta['seeds']} (rows {meta['seeded_rows']}; "
+             f"the others: seed {meta['seeds'][0]})  ",
+             f"Data: {meta['dataset']}, train on {meta['train_split']}, evaluate on {meta['eval_split']}  ",
              'Schedule: ' + '; '.join(f'{k} {v}' for k, v in meta['schedule'].items()), '']
     return '\n'.join(lines)
 
 
+def _mean_sd(summary: dict, name: str, digits: int) -> str:
+    value = _fmt(summary.get(name), digits)
+    sd = summary.get(f'{name}_sd')
+    return value if sd is None or value == 'n/a' else f'{value} ± {sd:.{digits}f}'
+
+
+def _delta(record: dict, name: str) -> str:
+    """Difference to S->T: ``+1.23 [+0.40, +2.10]`` (one seed) or the mean with the first seed's interval and the
+    number of seeds above 0."""
+    if record['key'] == REFERENCE:
+        return '—'
+    runs = record['runs']
+    cis = [run['intervals'][f'{name}_vs_s2t'] for run in runs]
+    text = f"{np.mean([c['diff'] for c in cis]):+.2f} [{cis[0]['low']:+.2f}, {cis[0]['high']:+.2f}]"
+    if len(runs) > 1:
+        text += f" ({sum(c['diff'] > 0 for c in cis)}/{len(runs)} > 0)"
+    return text
+
+
 def markdown_table(records: List[dict]) -> str:
-    header = ['method', 'judge mIoU', 'own mIoU', 'pixel acc', 'PSNR', 'SSIM', 'NIQE', 's / iter', 'x ESRGAN',
-              'peak MB', 'x ESRGAN', 'infer s / img', 'train min']
+    header = ['method', 'judge mIoU', '- S->T [95% CI]', 'deployed mIoU', '- S->T [95% CI]', 'own mIoU', 'PSNR',
+              'SSIM', 'NIQE', 's / iter', 'x ESRGAN', 'infer s / img', 'train min']
     lines = ['| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * (len(header) - 1)]
     for r in records:
-        s, spd, train = r['summary'], r['speed'] or {}, r['train'] or {}
-        cells = [r['label'], _fmt(s.get('judge_miou'), 2), _fmt(s.get('own_miou'), 2), _fmt(s.get('judge_pixacc'), 2),
-                 _fmt(s.get('psnr'), 2), _fmt(s.get('ssim'), 4), _fmt(s.get('niqe'), 2),
-                 _fmt(spd.get('sec_per_iter'), 3), _fmt(spd.get('x_esrgan_time'), 2), _fmt(spd.get('peak_mb'), 0),
-                 _fmt(spd.get('x_esrgan_mem'), 2), _fmt(s.get('sec_per_img') if r['step'] != 'judge' else None, 4),
-                 _fmt(train.get('seconds') / 60 if train.get('seconds') is not None else None, 1)]
+        s, spd = r['summary'], r['speed'] or {}
+        seconds = [run['train']['seconds'] for run in r['runs'] if (run['train'] or {}).get('seconds') is not None]
+        cells = [r['label'], _mean_sd(s, 'judge_miou', 2), _delta(r, 'judge'), _mean_sd(s, 'deployed_miou', 2),
+                 _delta(r, 'deployed'), _mean_sd(s, 'own_miou', 2), _mean_sd(s, 'psnr', 2), _fmt(s.get('ssim'), 4),
+                 _fmt(s.get('niqe'), 2), _fmt(spd.get('sec_per_iter'), 3), _fmt(spd.get('x_esrgan_time'), 2),
+                 _fmt(s.get('sec_per_img') if r['step'] != 'judge' else None, 4),
+                 _fmt(sum(seconds) / 60 if seconds else None, 1)]
         lines.append('| ' + ' | '.join(c.replace('n/a', '—') for c in cells) + ' |')
     return '\n'.join(lines) + '\n'
 
@@ -713,14 +914,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'SegNet-layout CamVid folder with train/, trainannot/, val/, valannot/).')
     parser.add_argument('--out', default=None, help='Work/output folder (default: experiments/<profile name>).')
     parser.add_argument('--device', default=None, choices=['cpu', 'cuda', 'auto'], help="Default: the profile's.")
-    parser.add_argument('--judge', default=None, help='Reuse this trained judge checkpoint instead of training one.')
+    parser.add_argument('--cache', default=None,
+                        help=f'Where starting points are trained and found again (default: {default_cache_dir()}).')
+    parser.add_argument('--judge', default=None, help='Use this judge checkpoint instead of training one.')
+    parser.add_argument('--deployed', default=None,
+                        help='Use this deployed segmenter checkpoint (your own network; must match deployed.network).')
+    parser.add_argument('--l1-start', default=None,
+                        help='Start every fine-tuned row from this generator checkpoint (must match generator).')
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     apply_basicsr_fixes()
-    Benchmark(load_profile(args.profile), args.out, args.data, args.device, args.judge, args.source).run()
+    Benchmark(load_profile(args.profile), args.out, args.data, args.device, args.judge, args.source, args.cache,
+              args.deployed, args.l1_start).run()
 
 
 if __name__ == '__main__':

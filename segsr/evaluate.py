@@ -1,8 +1,10 @@
 """Score bicubic and any generator checkpoints on a labelled set with one frozen judge.
 
 ``python segsr/evaluate.py -opt options/evaluate_demo.yml`` writes ``results.md`` (Markdown table),
-``results.json`` and ``grid.png`` (LR | each method | HR, with the judge's segmentation under each) to
-``output_dir`` (default ``results/<name>``).
+``results.json``, ``grid.png`` (LR | each method | HR, with the judge's segmentation under each) and
+``judge_confusion.npz`` (``methods``: names, ``images``: image names in dataset order, ``matrices``: the judge's
+per-image confusion matrices, methods x images x C x C, for intervals against any row later) to ``output_dir``
+(default ``results/<name>``).
 
 Config keys:
     name: Run name.
@@ -15,6 +17,10 @@ Config keys:
         or ``generator`` (``network_g`` block + ``path`` + optional ``param_key``, default ``params_ema`` falling
         back to ``params``): ours or stock BasicSR ``net_g`` files.
     grid: ``{num_images: 3}``: images spread evenly over the set.
+    reference: Name of a method (e.g. ``S->T``): every other row gets the paired block-bootstrap 95% interval of its
+        judge-mIoU difference to it (:func:`segsr.metrics.paired_block_bootstrap`: blocks of consecutive images in
+        dataset order, mIoU recomputed from the summed confusion matrices). Optional.
+    bootstrap: ``{block: 10, samples: 2000, level: 0.95, seed: 0}`` (the defaults).
 """
 import argparse
 import json
@@ -39,6 +45,7 @@ from basicsr.data import build_dataset  # noqa: E402
 from basicsr.utils import get_root_logger, get_time_str  # noqa: E402
 
 from segsr.compat import apply_basicsr_fixes  # noqa: E402
+from segsr.metrics.bootstrap import paired_block_bootstrap  # noqa: E402
 from segsr.models.base import freeze, load_checkpoint  # noqa: E402
 from segsr.models.seg_task_model import upsample_bicubic  # noqa: E402
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor  # noqa: E402
@@ -58,6 +65,12 @@ def load_config(path: str) -> dict:
     for key in ('name', 'scale', 'dataset', 'judge', 'methods'):
         if key not in cfg:
             raise ValueError(f"{path}: key '{key}' is required.")
+    names = [m.get('name') for m in cfg['methods'] if isinstance(m, dict)]
+    if cfg.get('reference') is not None and cfg['reference'] not in names:
+        raise ValueError(f"{path}: 'reference' = {cfg['reference']!r} is not a method name; methods: {names}.")
+    unknown = set(cfg.get('bootstrap') or {}) - set(BOOTSTRAP_DEFAULTS)
+    if unknown:
+        raise ValueError(f"{path}: 'bootstrap' has unknown keys {sorted(unknown)}; known: {list(BOOTSTRAP_DEFAULTS)}.")
     typed = {'datasets': {'val': cfg['dataset']}, 'val': {'judge': cfg['judge'], 'metrics': cfg.get('metrics') or {}}}
     check_methods(cfg['methods'], path, typed)
     return cfg
@@ -75,6 +88,18 @@ def check_methods(methods, path: str, typed: dict) -> None:
     typed = dict(typed)
     typed.update({f'network_g_{i}': m['network_g'] for i, m in enumerate(methods) if m['type'] == 'generator'})
     check_registered_types(typed, source=path)
+
+
+BOOTSTRAP_DEFAULTS = dict(block=10, samples=2000, level=0.95, seed=0)
+
+
+def reference_intervals(matrices: Dict[str, List[np.ndarray]], reference: str, **bootstrap) -> Dict[str, dict]:
+    """Paired block-bootstrap interval of each method's mIoU minus ``reference``'s (``{}`` for the reference)."""
+    opts = dict(BOOTSTRAP_DEFAULTS, **bootstrap)
+    return {name: ({} if name == reference else
+                   paired_block_bootstrap(mats, matrices[reference], int(opts['block']), int(opts['samples']),
+                                          float(opts['level']), int(opts['seed'])).as_dict())
+            for name, mats in matrices.items()}
 
 
 def default_metrics(scale: int) -> dict:
@@ -118,9 +143,10 @@ def grid_indices(num_images: int, keep: int) -> List[int]:
 @torch.no_grad()
 def evaluate_method(fn: SRFn, dataset, scorer: TaskScorer, device: torch.device, keep: List[int]) -> dict:
     """Run one method over the dataset; returns summary, seconds per image and pictures of images ``keep``."""
-    seconds, pictures = 0.0, {}
+    seconds, pictures, images = 0.0, {}, []
     for idx in range(len(dataset)):
         sample = dataset[idx]
+        images.append(os.path.basename(str(sample['gt_path'])))
         lq = sample['lq'].unsqueeze(0).to(device)
         gt = sample['gt'].unsqueeze(0).to(device)
         _sync(device)
@@ -133,7 +159,7 @@ def evaluate_method(fn: SRFn, dataset, scorer: TaskScorer, device: torch.device,
             pictures[idx] = (tensor_to_rgb(sr), record['judge_pred'])
     summary = scorer.summary()
     summary['sec_per_img'] = seconds / max(len(dataset), 1)
-    return dict(summary=summary, pictures=pictures)
+    return dict(summary=summary, pictures=pictures, matrices=scorer.image_matrices.get('judge', []), images=images)
 
 
 def picture_grid(dataset, results: Dict[str, dict], keep: List[int]) -> np.ndarray:
@@ -162,19 +188,30 @@ def _resize_like(img: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (ref.shape[1], ref.shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def markdown_table(results: Dict[str, dict], metric_names: List[str]) -> str:
+def fmt_interval(ci: Optional[dict]) -> str:
+    """``+1.23 [+0.40, +2.10]`` for an interval dict, ``—`` for none (the reference row)."""
+    if not ci:
+        return '—'
+    return f"{ci['diff']:+.2f} [{_fmt(ci['low'], 2, True)}, {_fmt(ci['high'], 2, True)}]"
+
+
+def markdown_table(results: Dict[str, dict], metric_names: List[str], reference: Optional[str] = None) -> str:
     header = ['method'] + metric_names + ['judge mIoU', 'judge pixel acc', 's / image']
+    header += [f'judge mIoU - {reference} [95% CI]'] if reference else []
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, res in results.items():
         s = res['summary']
         cells = [name] + [_fmt(s.get(m), 4 if 'ssim' in m else 2) for m in metric_names]
         cells += [_fmt(s['judge_miou'], 2), _fmt(s['judge_pixacc'], 2), _fmt(s['sec_per_img'], 4)]
+        cells += [fmt_interval(s.get('judge_miou_vs_reference'))] if reference else []
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 
-def _fmt(value: Optional[float], digits: int) -> str:
-    return 'n/a' if value is None or (isinstance(value, float) and np.isnan(value)) else f'{value:.{digits}f}'
+def _fmt(value: Optional[float], digits: int, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return 'n/a'
+    return f'{value:+.{digits}f}' if sign else f'{value:.{digits}f}'
 
 
 def run_evaluation(cfg: dict, output_dir: Optional[str] = None) -> dict:
@@ -204,15 +241,25 @@ def run_evaluation(cfg: dict, output_dir: Optional[str] = None) -> dict:
         s = results[method['name']]['summary']
         logger.info(f"{method['name']}: judge mIoU {s['judge_miou']:.2f}, pixel acc {s['judge_pixacc']:.2f}, "
                     + ', '.join(f'{m} {s[m]:.4f}' for m in metrics if m in s))
-    table = markdown_table(results, list(metrics))
+    reference = cfg.get('reference')
+    if reference:
+        intervals = reference_intervals({n: r['matrices'] for n, r in results.items()}, reference,
+                                        **(cfg.get('bootstrap') or {}))
+        for name, res in results.items():
+            res['summary']['judge_miou_vs_reference'] = intervals[name]
+    table = markdown_table(results, list(metrics), reference)
     with open(os.path.join(output_dir, 'results.md'), 'w') as f:
         f.write(f"# {cfg['name']}: x{cfg['scale']} on {dataset_opt['name']} ({len(dataset)} images)\n\n{table}")
     payload = {name: _finite_or_none(res['summary']) for name, res in results.items()}
     with open(os.path.join(output_dir, 'results.json'), 'w') as f:
         json.dump(dict(name=cfg['name'], scale=cfg['scale'], dataset=dataset_opt['name'], num_images=len(dataset),
+                       reference=reference, bootstrap=dict(BOOTSTRAP_DEFAULTS, **(cfg.get('bootstrap') or {})),
                        class_names=getattr(dataset, 'class_names', None), device=str(device), methods=payload),
                   f, indent=2, default=_json_default, allow_nan=False)
     save_rgb(os.path.join(output_dir, 'grid.png'), picture_grid(dataset, results, keep))
+    np.savez_compressed(os.path.join(output_dir, 'judge_confusion.npz'), methods=np.array(list(results)),
+                        images=np.array(next(iter(results.values()))['images']),
+                        matrices=np.stack([np.stack(r['matrices']) for r in results.values()]))
     logger.info(f'Evaluation table ({output_dir}/results.md):\n{table}')
     return payload
 

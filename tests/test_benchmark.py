@@ -13,16 +13,16 @@ import torch
 import yaml
 
 from conftest import REPO, write_yaml
-from segsr.benchmark import ROWS, TRAIN_STEPS, DataInfo, OptionBuilder, deep_merge, load_profile
+from segsr.benchmark import ROWS, START_STEPS, DataInfo, OptionBuilder, deep_merge, load_profile
 from segsr.models.task_eval import TaskScorer
 from segsr.utils.amp import amp_dtype
 
-DATA = DataInfo('/data/camvid', 'camvid', 11, 255, 'lmdb')
+DATA = DataInfo('/data/camvid', 'camvid', 11, 255, 'lmdb', 'seq_train', 'seq_dev')
 GENERATOR_ROWS = [r for r in ROWS if r.kind == 'generator']
 
 
 def _builder(profile='quick', **changes):
-    return OptionBuilder(deep_merge(load_profile(profile), changes), DATA, '/out', 'cpu')
+    return OptionBuilder(deep_merge(load_profile(profile), changes), DATA, '/out', 'cpu', '/cache')
 
 
 def _values(tree):
@@ -39,57 +39,88 @@ def _values(tree):
 def test_every_step_is_the_method_it_claims_on_one_schedule():
     b = _builder()
     opts = b.all()
-    assert list(opts) == list(TRAIN_STEPS)
-    types = {k: (o['model_type'], (o.get('network_d') or {}).get('type')) for k, o in opts.items()}
-    assert types == {'judge': ('SegTaskModel', None), 'prior': ('SegTaskModel', None), 'l1': ('SRModel', None),
-                     'esrgan': ('ESRGANModel', 'VGGStyleDiscriminator'),
-                     'segaware': ('SegAwareGANModel', 'SegAwareDiscriminator'), 'sr4ir': ('SR4IRModel', None),
-                     'sed': ('SeDModel', 'SeDPatchDiscriminator'), 'combo': ('SegAwareGANModel', 'SegAwareDiscriminator')}
-    sr_steps = ['esrgan', 'segaware', 'sr4ir', 'sed', 'combo']
-    # one generator, one start (the L1 RRDB at l1.iters), one schedule, one seed
-    assert all(opts[s]['network_g'] == opts['l1']['network_g'] for s in sr_steps)
-    assert {opts[s]['path']['pretrain_network_g'] for s in sr_steps} == {'/out/runs/l1/models/net_g_1000.pth'}
-    assert opts['l1']['train']['total_iter'] == 1000 + 400 and 1000 % opts['l1']['logger']['save_checkpoint_freq'] == 0
+    assert list(opts) == ['judge', 'deployed', 'l1', 's2t_s0', 's2t_s1', 's2t_s2', 'esrgan_s0', 'segaware_s0',
+                          'sr4ir_s0', 'sed_s0', 'combo_s0', 'sfms_s0', 'sfms_s1', 'sfms_s2']
+    types = {k: (o['model_type'], (o.get('network_d') or {}).get('type')) for k, o in opts.items() if not k.endswith('_s1')}
+    assert types == {'judge': ('SegTaskModel', None), 'deployed': ('SegTaskModel', None), 'l1': ('SRModel', None),
+                     's2t_s0': ('SRModel', None), 's2t_s2': ('SRModel', None),
+                     'esrgan_s0': ('ESRGANModel', 'VGGStyleDiscriminator'),
+                     'segaware_s0': ('SegAwareGANModel', 'SegAwareDiscriminator'), 'sr4ir_s0': ('SR4IRModel', None),
+                     'sed_s0': ('SeDModel', 'SeDPatchDiscriminator'),
+                     'combo_s0': ('SegAwareGANModel', 'SegAwareDiscriminator'),
+                     'sfms_s0': ('SR4IRModel', None), 'sfms_s2': ('SR4IRModel', None)}
+    tuned = [k for k in opts if k not in START_STEPS]
+    # one generator, one start (the cached L1 start), one schedule; seeds only change manual_seed
+    l1_ckpt = b.checkpoint('l1', 'g')
+    assert l1_ckpt.startswith('/cache/l1-') and l1_ckpt.endswith('/models/net_g_latest.pth')
+    assert all(opts[s]['network_g'] == opts['l1']['network_g'] for s in tuned)
+    assert {opts[s]['path']['pretrain_network_g'] for s in tuned} == {l1_ckpt}
     for key in ('total_iter', 'optim_g', 'pixel_opt', 'ema_decay'):
-        assert len({json.dumps(opts[s]['train'][key]) for s in sr_steps}) == 1, key
-    assert len({json.dumps(opts[s]['train']['gan_opt']) for s in sr_steps if s != 'sr4ir'}) == 1
-    assert {o['manual_seed'] for k, o in opts.items() if k != 'prior'} == {0} and opts['prior']['manual_seed'] == 1
-    assert all(opts[s]['train']['relativistic'] for s in ('segaware', 'sed', 'combo'))  # as ESRGANModel
-    # the judge scores every row, so no SR step may see it; SeD, TDP and SR4IR use the prior
+        assert len({json.dumps(opts[s]['train'][key]) for s in tuned}) == 1, key
+    assert opts['l1']['train']['total_iter'] == 5000 and opts['s2t_s0']['train']['total_iter'] == 600
+    assert len({json.dumps(opts[s]['train']['gan_opt']) for s in tuned if 'network_d' in opts[s]}) == 1
+    assert [opts[f's2t_s{i}']['manual_seed'] for i in range(3)] == [0, 1, 2]
+    assert opts['deployed']['manual_seed'] == 1 and opts['judge']['manual_seed'] == opts['l1']['manual_seed'] == 0
+    assert all(opts[s]['train']['relativistic'] for s in ('segaware_s0', 'sed_s0', 'combo_s0'))  # as ESRGANModel
+    assert all(o['datasets']['train']['dataroot_gt'] == '/data/camvid/lmdb/seq_train_hr.lmdb' for o in opts.values())
+    # the judge scores every row, so no SR step may see it; SeD, TDP, SR4IR and SR for my segmenter use the deployed net
     judge_ckpt = b.checkpoint('judge', 'task')
-    assert all(judge_ckpt not in list(_values(opts[s])) for s in ['l1'] + sr_steps)
-    prior_ckpt = b.checkpoint('prior', 'task')
-    assert opts['sed']['network_sem']['pretrained'] == prior_ckpt == opts['combo']['network_sem']['pretrained']
-    assert opts['combo']['path']['pretrain_network_task'] == prior_ckpt == opts['sr4ir']['path']['pretrain_network_task']
-    assert 'tdp_opt' in opts['combo']['train'] and 'task_adv_opt' in opts['combo']['train']
-    assert opts['sed']['network_d']['semantic_dim'] == opts['combo']['network_d']['semantic_dim'] == 128
+    assert all(judge_ckpt not in list(_values(opts[s])) for s in ['l1'] + tuned)
+    deployed_ckpt = b.checkpoint('deployed', 'task')
+    assert opts['sed_s0']['network_sem']['pretrained'] == deployed_ckpt == opts['combo_s0']['network_sem']['pretrained']
+    for s in ('combo_s0', 'sr4ir_s0', 'sfms_s0', 'sfms_s1'):
+        assert opts[s]['path']['pretrain_network_task'] == deployed_ckpt
+        assert opts[s]['network_task'] == dict(opts['deployed']['network_task'])
+    assert opts['sfms_s0']['train']['update_task'] is False and opts['sfms_s0']['train']['sr_ce_opt']['loss_weight'] == 0.1
+    assert 'tdp_opt' not in opts['sfms_s0']['train'] and 'tdp_opt' in opts['combo_s0']['train']
+    assert 'task_adv_opt' in opts['combo_s0']['train']
+    assert opts['sed_s0']['network_d']['semantic_dim'] == opts['combo_s0']['network_d']['semantic_dim'] == 192
     assert all(o['num_gpu'] == 0 for o in opts.values()) and all(o['train']['amp'] is False for o in opts.values())
+
+
+def test_starting_points_are_cached_by_their_options():
+    """A starting point's folder is keyed by what it trains: the same for every profile name, seed list and output
+    folder; another when its options change; user checkpoints replace it."""
+    a, b = _builder(), OptionBuilder(deep_merge(load_profile('quick'), {'name': 'other', 'seeds': [5]}), DATA,
+                                     '/elsewhere', 'cpu', '/cache')
+    assert all(a.run_dir(s) == b.run_dir(s) for s in START_STEPS)
+    assert a.run_dir('s2t_s0') == '/out/runs/s2t_s0'
+    changed = _builder(l1={'iters': 4000})
+    assert changed.run_dir('l1') != a.run_dir('l1') and changed.run_dir('judge') == a.run_dir('judge')
+    given = OptionBuilder(load_profile('quick'), DATA, '/out', 'cpu', '/cache', {'l1': 'mine.pth', 'judge': None})
+    assert given.checkpoint('l1', 'g') == os.path.abspath('mine.pth')
+    assert given.all()['s2t_s0']['path']['pretrain_network_g'] == os.path.abspath('mine.pth')
+    assert given.checkpoint('judge', 'task') == a.checkpoint('judge', 'task')
 
 
 def test_full_profile_uses_cuda_bf16_and_paper_sizes():
     p = load_profile('full')
-    assert p['device'] == 'auto' and p['amp'] == 'auto' and p['gan']['perceptual_weight'] > 0
-    opts = OptionBuilder(p, DATA, '/out', 'auto').all()
+    assert p['device'] == 'auto' and p['amp'] == 'auto' and p['finetune']['perceptual_weight'] > 0
+    opts = OptionBuilder(p, DATA, '/out', 'auto', '/cache').all()
     assert all(o['num_gpu'] == 'auto' and o['train']['amp'] == 'auto' for o in opts.values())
-    assert opts['esrgan']['train']['perceptual_opt']['layer_weights'] == {'conv5_4': 1}
+    assert opts['esrgan_s0']['train']['perceptual_opt']['layer_weights'] == {'conv5_4': 1}
     assert opts['l1']['network_g']['num_block'] == 23
 
 
 def test_overrides_merge_into_one_step_without_touching_the_profile():
     profile = load_profile('quick')
-    profile['overrides'] = {'sed': {'network_d': {'num_feat': 48}}}
+    profile['overrides'] = {'sed': {'network_d': {'num_feat': 48}}, 'l1': {'train': {'ema_decay': 0.99}}}
     before = json.dumps(profile, sort_keys=True, default=str)
-    opts = OptionBuilder(profile, DATA, '/out', 'cpu').all()
-    assert opts['sed']['network_d']['num_feat'] == 48 and opts['esrgan']['network_d']['num_feat'] == 32
+    builder = OptionBuilder(profile, DATA, '/out', 'cpu', '/cache')
+    opts = builder.all()
+    assert opts['sed_s0']['network_d']['num_feat'] == 48 and opts['esrgan_s0']['network_d']['num_feat'] == 32
+    assert opts['l1']['train']['ema_decay'] == 0.99 and builder.run_dir('l1') != _builder().run_dir('l1')
     assert json.dumps(profile, sort_keys=True, default=str) == before
 
 
 @pytest.mark.parametrize('change, match', [
-    (lambda p: p.pop('gan'), "key 'gan' is required"),
+    (lambda p: p.pop('finetune'), "key 'finetune' is required"),
     (lambda p: p['judge'].pop('iters'), r"'judge' needs keys \['iters'\]"),
-    (lambda p: p['gan'].update(gt_size=96), "gan.gt_size' = 96"),
+    (lambda p: p['finetune'].update(gt_size=96), "finetune.gt_size' = 96"),
     (lambda p: p.update(device='tpu'), "'device' = 'tpu'"),
     (lambda p: p.update(overrides={'srgan': {}}), "unknown steps"),
+    (lambda p: p.update(seeds=[0, 0]), "'seeds' = \\[0, 0\\]"),
+    (lambda p: p.update(seeded_rows=['s2t', 'l1']), r"'seeded_rows' has unknown rows \['l1'\]"),
 ])
 def test_bad_profile_is_refused_with_file_and_key(tmp_path, change, match):
     profile = load_profile('quick')
@@ -159,20 +190,21 @@ def test_scorer_averages_niqe_over_images_where_it_is_defined(monkeypatch):
         TaskScorer({'psnr': {'type': 'calculate_psnr'}}, {}, None).add(img, img)
 
 
-def _run_smoke(tmp_path):
+def _run_smoke(tmp_path, out='out'):
     cmd = [sys.executable, os.path.join(REPO, 'scripts', 'benchmark.py'), '--profile', 'smoke', '--out',
-           str(tmp_path / 'out'), '--data', str(tmp_path / 'data')]
+           str(tmp_path / out), '--data', str(tmp_path / 'data'), '--cache', str(tmp_path / 'cache')]
     proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc.stdout + proc.stderr
 
 
-def _mtimes(out):
-    """Modification time of each training step's final checkpoint."""
-    return {s: os.path.getmtime(os.path.join(out, 'runs', s, 'models',
-                                             f'net_{"task" if s in ("judge", "prior") else "g"}_latest.pth'))
-            for s in TRAIN_STEPS}
+def _mtimes(tmp_path, out='out'):
+    """Modification time of each training run's final checkpoint (starting points in the cache)."""
+    builder = OptionBuilder(load_profile('smoke'), DataInfo(str(tmp_path / 'data'), 'synthetic', 4, 255, 'disk'),
+                            str(tmp_path / out), 'cpu', str(tmp_path / 'cache'))
+    return {s: os.path.getmtime(builder.checkpoint(s, 'task' if s in ('judge', 'deployed') else 'g'))
+            for s in builder.step_ids()}
 
 
 def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_path):
@@ -181,46 +213,64 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
     table = (out / 'results.md').read_text()
     for row in ROWS:
         assert f'| {row.label} |' in table
-    assert 'Command: `' in table and 'Machine: ' in table and 'Date: ' in table
+    assert 'Command: `' in table and 'Machine: ' in table and 'Date: ' in table and 'seeds [0, 1]' in table
     rows = {r['key']: r for r in json.loads((out / 'results.json').read_text())['rows']}
     assert list(rows) == [r.key for r in ROWS]
     for row in ROWS:
         s = rows[row.key]['summary']
-        for key in ('judge_miou', 'judge_pixacc', 'ssim', 'niqe') + (('psnr', ) if row.kind != 'hr' else ()):
+        for key in ('judge_miou', 'deployed_miou', 'judge_pixacc', 'ssim', 'niqe') + (('psnr', ) if row.kind != 'hr' else ()):
             assert s[key] is not None and math.isfinite(s[key]), (row.key, key, s[key])
         if row.own:
             assert 0 <= s['own_miou'] <= 100
-        if row.kind == 'generator':
+        runs = rows[row.key]['runs']
+        assert [r['seed'] for r in runs] == ([0, 1] if row.key in ('s2t', 'sfms') else [0])
+        reference = {r['seed']: r for r in rows['s2t']['runs']}
+        for run in runs:  # paired intervals against S->T of the same seed, for the judge and the deployed network
+            for name in ('judge', 'deployed'):
+                ci = run['intervals'][f'{name}_vs_s2t']
+                assert math.isfinite(ci['low']) and ci['low'] <= ci['high']
+                assert math.isclose(ci['diff'], run['summary'][f'{name}_miou'] -
+                                    reference[run['seed']]['summary'][f'{name}_miou'], abs_tol=1e-9)
+        if row.kind == 'generator' and row.key != 'l1':
             spd = rows[row.key]['speed']
             assert spd['sec_per_iter'] > 0 and spd['peak_mb'] > 0 and spd['x_esrgan_time'] > 0
-            assert s['sec_per_img'] > 0 and rows[row.key]['train']['seconds'] > 0
+            assert s['sec_per_img'] > 0 and all(run['train']['seconds'] > 0 for run in runs)
+    for run in rows['s2t']['runs']:  # a row against itself: [0, 0]
+        assert run['intervals']['judge_vs_s2t'] == dict(run['intervals']['judge_vs_s2t'], diff=0.0, low=0.0, high=0.0)
+    assert 'judge_miou_sd' in rows['sfms']['summary'] and 'judge_miou_sd' not in rows['esrgan']['summary']
     assert rows['esrgan']['speed']['x_esrgan_time'] == 1.0
     assert rows['hr']['summary']['ssim'] == pytest.approx(1.0)
     grid = cv2.imread(str(out / 'grid.png'))
     plot = cv2.imread(str(out / 'miou_vs_psnr.png'))
     assert grid is not None and plot is not None and plot.shape[0] > 100
-    assert grid.shape[1] > (len(ROWS) + 1) * 288  # LR | 7 methods | HR, 288 px wide each
-    for step in TRAIN_STEPS:  # every generated option file is a plain BasicSR option file
+    assert grid.shape[1] > (len(ROWS) + 1) * 288  # LR | 9 methods | HR, 288 px wide each
+    steps = OptionBuilder(load_profile('smoke'), DataInfo('', '', 4, 255, 'disk'), '', 'cpu', '').step_ids()
+    for step in steps:  # every generated option file is a plain BasicSR option file
         assert yaml.safe_load((out / 'options' / f'{step}.yml').read_text())['name'] == f'benchmark_smoke_{step}'
+    assert sorted(p.split('-')[0] for p in os.listdir(tmp_path / 'cache')) == ['deployed', 'judge', 'l1']
     assert 'niqe is undefined' not in log
 
     # a rerun redoes nothing
-    before = _mtimes(out)
+    before = _mtimes(tmp_path)
     log = _run_smoke(tmp_path)
-    assert log.count('trained already') == len(TRAIN_STEPS) and log.count('evaluated already') == len(ROWS)
-    assert 'timing training steps' not in log and _mtimes(out) == before
+    assert log.count('trained already') == len(steps) and log.count('evaluated already') == 12
+    assert 'timing training steps' not in log and _mtimes(tmp_path) == before
 
-    # an interrupted benchmark: one training step died after its last saved state, one row was not evaluated
-    os.remove(out / 'state' / 'train_combo.json')
-    os.remove(out / 'runs' / 'combo' / 'models' / 'net_g_latest.pth')
-    os.remove(out / 'state' / 'eval_sed.json')
+    # another benchmark (another --out) with the same cache trains no starting point again
+    log = _run_smoke(tmp_path, out='other')
+    assert log.count('(cached: ') == 3 and 'judge: training' not in log and 's2t_s0: training' in log
+
+    # an interrupted benchmark: one training run died after its last saved state, one row was not evaluated
+    os.remove(out / 'state' / 'train_combo_s0.json')
+    os.remove(out / 'runs' / 'combo_s0' / 'models' / 'net_g_latest.pth')
+    os.remove(out / 'state' / 'eval_sed_s0.json')
     log = _run_smoke(tmp_path)
-    assert log.count('trained already') == len(TRAIN_STEPS) - 1 and 'combo: training' in log
-    assert log.count('evaluated already') == len(ROWS) - 1 and 'SeD (P+SeD): judge mIoU' in log
-    combo_log = (out / 'logs' / 'train_combo.txt').read_text()
+    assert log.count('trained already') == len(steps) - 1 and 'combo_s0: training' in log
+    assert log.count('evaluated already') == 11 and 'SeD (P+SeD) (seed 0): judge mIoU' in log
+    combo_log = (out / 'logs' / 'train_combo_s0.txt').read_text()
     assert 'Resuming training from epoch' in combo_log  # BasicSR's auto-resume from the saved state
-    after = _mtimes(out)
-    assert all(after[k] == before[k] for k in before if k != 'combo')
+    after = _mtimes(tmp_path)
+    assert all(after[k] == before[k] for k in before if k != 'combo_s0')
     assert json.loads((out / 'results.json').read_text())['rows'][-1]['summary']['judge_miou'] is not None
 
 
@@ -228,23 +278,28 @@ def test_changed_options_are_not_resumed_into_a_finished_run(tmp_path):
     from segsr.benchmark import Benchmark
 
     profile = load_profile('smoke')
-    bench = Benchmark(profile, str(tmp_path / 'out'), str(tmp_path / 'data'))
-    bench.write_options('l1')
-    os.makedirs(bench.builder.run_dir('l1'))
-    changed = deep_merge(profile, {'l1': {'lr': 1e-3}})
-    with pytest.raises(ValueError, match=r'options of step l1 changed'):
-        Benchmark(changed, str(tmp_path / 'out'), str(tmp_path / 'data')).write_options('l1')
+    bench = Benchmark(profile, str(tmp_path / 'out'), str(tmp_path / 'data'), cache_dir=str(tmp_path / 'cache'))
+    bench.write_options('s2t_s0')
+    os.makedirs(bench.builder.run_dir('s2t_s0'))
+    changed = deep_merge(profile, {'finetune': {'lr': 1e-3}})
+    with pytest.raises(ValueError, match=r'options of step s2t_s0 changed'):
+        Benchmark(changed, str(tmp_path / 'out'), str(tmp_path / 'data'),
+                  cache_dir=str(tmp_path / 'cache')).write_options('s2t_s0')
+    with pytest.raises(FileNotFoundError, match='--l1-start nope.pth: no such checkpoint'):
+        Benchmark(profile, str(tmp_path / 'out'), str(tmp_path / 'data'), l1_start='nope.pth')
 
 
 def _fake_segnet_camvid(src):
-    """A SegNet-layout CamVid folder in miniature: two splits, 2 frames each, class ids 0..11 (11 = Unlabelled)."""
+    """A SegNet-layout CamVid folder in miniature: class ids 0..11 (11 = Unlabelled), frames of three sequences."""
     rng = np.random.default_rng(0)
-    for split, count in (('train', 2), ('val', 2)):
+    frames = {'train': ['0001TP_006690', '0001TP_006720', '0006R0_f00930', '0006R0_f00960'],
+              'val': ['0016E5_07959', '0016E5_07961']}
+    for split, stems in frames.items():
         os.makedirs(src / split)
         os.makedirs(src / f'{split}annot')
-        for i in range(count):
-            cv2.imwrite(str(src / split / f'0001TP_{i:06d}.png'), rng.integers(0, 256, (36, 48, 3), dtype=np.uint8))
-            cv2.imwrite(str(src / f'{split}annot' / f'0001TP_{i:06d}.png'), rng.integers(0, 12, (36, 48), dtype=np.uint8))
+        for stem in stems:
+            cv2.imwrite(str(src / split / f'{stem}.png'), rng.integers(0, 256, (36, 48, 3), dtype=np.uint8))
+            cv2.imwrite(str(src / f'{split}annot' / f'{stem}.png'), rng.integers(0, 12, (36, 48), dtype=np.uint8))
 
 
 def test_camvid_profile_prepares_from_source_or_names_the_flag(tmp_path):
@@ -258,6 +313,29 @@ def test_camvid_profile_prepares_from_source_or_names_the_flag(tmp_path):
     _fake_segnet_camvid(tmp_path / 'src')
     info = prepare_data(data_opt, str(tmp_path / 'camvid'), str(tmp_path / 'src'))
     assert (info.name, info.num_classes, info.ignore_index, info.backend) == ('camvid', 11, 255, 'lmdb')
-    src = cv2.imread(str(tmp_path / 'src' / 'valannot' / '0001TP_000001.png'), cv2.IMREAD_UNCHANGED)
-    seg = cv2.imread(str(tmp_path / 'camvid' / 'val' / 'seg' / '0001TP_000001.png'), cv2.IMREAD_UNCHANGED)
+    src = cv2.imread(str(tmp_path / 'src' / 'valannot' / '0016E5_07961.png'), cv2.IMREAD_UNCHANGED)
+    seg = cv2.imread(str(tmp_path / 'camvid' / 'val' / 'seg' / '0016E5_07961.png'), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(seg, np.where(src == 11, 255, src))  # Unlabelled -> ignore_index, the rest unchanged
+    # the sequence-disjoint split: seq_dev = the held-out sequence 0006R0, seq_train = every other frame
+    root = tmp_path / 'camvid'
+    assert sorted(os.listdir(root / 'seq_dev' / 'hr')) == ['0006R0_f00930.png', '0006R0_f00960.png']
+    assert sorted(os.listdir(root / 'seq_train' / 'seg')) == ['0001TP_006690.png', '0001TP_006720.png',
+                                                             '0016E5_07959.png', '0016E5_07961.png']
+    assert os.path.samefile(root / 'seq_train' / 'seg' / '0016E5_07961.png', root / 'val' / 'seg' / '0016E5_07961.png')
+    info = yaml.safe_load((root / 'dataset_info.yml').read_text())
+    assert info['sequence_split'] == {'seq_dev': ['0006R0'], 'seq_train': ['0001TP', '0016E5'],
+                                      'sources': ['train', 'val']}
+    assert all((root / 'lmdb' / f'{s}_{k}.lmdb').is_dir() for s in ('seq_train', 'seq_dev') for k in ('hr', 'seg'))
+
+
+def test_camvid_sequence_split_errors(tmp_path):
+    from segsr.data.camvid import prepare_camvid
+
+    _fake_segnet_camvid(tmp_path / 'src')
+    with pytest.raises(ValueError, match=r"dev sequences \['0099XX'\] have no frames.*\['0001TP', '0006R0', '0016E5'\]"):
+        prepare_camvid(str(tmp_path / 'src'), str(tmp_path / 'a'), lmdb=False, dev_sequences=['0099XX'])
+    with pytest.raises(ValueError, match='nothing to train on'):
+        prepare_camvid(str(tmp_path / 'src'), str(tmp_path / 'b'), lmdb=False,
+                       dev_sequences=['0001TP', '0006R0', '0016E5'])
+    counts = prepare_camvid(str(tmp_path / 'src'), str(tmp_path / 'c'), lmdb=False, dev_sequences=[])
+    assert counts == {'train': 4, 'val': 2} and not (tmp_path / 'c' / 'seq_dev').exists()

@@ -3,6 +3,7 @@ import json
 import math
 
 import cv2
+import numpy as np
 import pytest
 import torch
 from basicsr.archs.rrdbnet_arch import RRDBNet
@@ -32,7 +33,7 @@ def _eval_config(tiny_data, tmp_path):
 
 
 def test_evaluate_command_writes_table_json_and_grid(tiny_data, tmp_path):
-    cfg = _eval_config(tiny_data, tmp_path)
+    cfg = dict(_eval_config(tiny_data, tmp_path), reference='bicubic', bootstrap={'block': 1, 'samples': 200})
     run_entry('evaluate.py', write_yaml(tmp_path / 'eval.yml', cfg), tmp_path)
     out = tmp_path / 'results' / 'tiny_eval'
     table = (out / 'results.md').read_text()
@@ -47,6 +48,16 @@ def test_evaluate_command_writes_table_json_and_grid(tiny_data, tmp_path):
         assert len(res['judge_iou']) == NUM_CLASSES
     assert data['methods']['HR']['psnr'] is None  # infinite PSNR of HR against itself is written as null
     assert data['methods']['HR']['ssim'] == pytest.approx(1.0)
+    # paired intervals against the reference row: none for the reference itself, the point difference inside
+    assert data['reference'] == 'bicubic' and data['methods']['bicubic']['judge_miou_vs_reference'] == {}
+    for name in ('RRDB', 'HR'):
+        ci = data['methods'][name]['judge_miou_vs_reference']
+        assert ci['diff'] == pytest.approx(data['methods'][name]['judge_miou'] - data['methods']['bicubic']['judge_miou'])
+        assert ci['low'] <= ci['high'] and (ci['block'], ci['num_blocks'], ci['samples']) == (1, 2, 200)
+    assert '| judge mIoU - bicubic [95% CI] |' in table and '| — |' in table
+    saved = np.load(out / 'judge_confusion.npz')
+    assert list(saved['methods']) == ['bicubic', 'RRDB', 'HR'] and saved['matrices'].shape == (3, 2, NUM_CLASSES, NUM_CLASSES)
+    assert len(saved['images']) == 2 and saved['matrices'][2].sum() > 0
     grid = cv2.imread(str(out / 'grid.png'))
     assert grid is not None and grid.shape[0] > 2 * 128 and grid.shape[1] > 4 * 128
 
@@ -79,6 +90,10 @@ def test_evaluate_config_errors(tiny_data, tmp_path):
     bad = dict(cfg, methods=[{'name': 'x', 'type': 'generator', 'network_g': {'type': 'NoNet'}, 'path': 'a.pth'}])
     with pytest.raises(ValueError, match="'network_g_0.type' = 'NoNet'"):
         load_config(write_yaml(tmp_path / 'bad.yml', bad))
+    with pytest.raises(ValueError, match=r"'reference' = 'S->T' is not a method name"):
+        load_config(write_yaml(tmp_path / 'bad3.yml', dict(cfg, reference='S->T')))
+    with pytest.raises(ValueError, match=r"'bootstrap' has unknown keys \['blocks'\]"):
+        load_config(write_yaml(tmp_path / 'bad4.yml', dict(cfg, bootstrap={'blocks': 5})))
     with pytest.raises(ValueError, match="key 'judge' is required"):
         load_config(write_yaml(tmp_path / 'bad2.yml', {k: v for k, v in cfg.items() if k != 'judge'}))
     missing = dict(cfg, judge=dict(cfg['judge'], path=str(tmp_path / 'nope.pth')))

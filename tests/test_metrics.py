@@ -65,3 +65,76 @@ def test_absent_classes_and_logits():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match='shape'):
         ConfusionMatrix(3).update(torch.zeros(2, 3), torch.zeros(3, 2))
+
+
+# ------------------------------------------------------------------------------------ paired block bootstrap
+def _random_image_matrices(n, c, seed, skip_class=None):
+    rng = np.random.default_rng(seed)
+    mats = rng.integers(0, 50, size=(n, c, c))
+    if skip_class is not None:  # a class absent from GT and predictions: undefined IoU, left out of the mean
+        mats[:, skip_class, :] = 0
+        mats[:, :, skip_class] = 0
+    return mats
+
+
+def test_miou_of_matches_confusion_matrix():
+    from segsr.metrics import miou_of
+
+    for seed, skip in ((0, None), (1, 2)):
+        mats = _random_image_matrices(5, 4, seed, skip)
+        cm = ConfusionMatrix(4)
+        cm.mat = torch.as_tensor(mats.sum(0))
+        assert float(miou_of(mats.sum(0))) == pytest.approx(cm.compute().miou)
+        assert miou_of(mats).shape == (5,)
+
+
+def test_paired_bootstrap_against_itself_is_zero():
+    from segsr.metrics import paired_block_bootstrap
+
+    mats = _random_image_matrices(23, 5, 0)
+    ci = paired_block_bootstrap(mats, mats.copy(), block=10, samples=300)
+    assert (ci.diff, ci.low, ci.high, ci.num_blocks) == (0.0, 0.0, 0.0, 3)
+
+
+def test_paired_bootstrap_hand_enumerated():
+    """Two images, blocks of 1: the replicates are {a,a}, {a,b}, {b,b} (probabilities 1/4, 1/2, 1/4), so the
+    interval's ends are differences of those sums, and the point difference is that of the whole set."""
+    from segsr.metrics import miou_of, paired_block_bootstrap
+
+    ref = np.array([[[8, 2], [2, 8]], [[5, 5], [0, 10]]])
+    better = np.array([[[10, 0], [1, 9]], [[9, 1], [1, 9]]])
+    ci = paired_block_bootstrap(better, ref, block=1, samples=4000, seed=3)
+    possible = {round(float(miou_of(better[list(i)].sum(0)) - miou_of(ref[list(i)].sum(0))), 9)
+                for i in ((0, 0), (0, 1), (1, 1))}
+    assert ci.diff == pytest.approx(float(miou_of(better.sum(0)) - miou_of(ref.sum(0))))
+    assert round(ci.low, 9) in possible and round(ci.high, 9) in possible
+    assert ci.low == pytest.approx(min(possible)) and ci.high == pytest.approx(max(possible))  # 2.5% < 1/4
+    # one block holding every image: every replicate is the whole set
+    whole = paired_block_bootstrap(better, ref, block=2)
+    assert whole.low == pytest.approx(whole.diff) and whole.high == pytest.approx(whole.diff)
+
+
+def test_paired_bootstrap_resamples_blocks_of_consecutive_images():
+    """Images that differ only inside one block: the interval reflects how many blocks there are, not images."""
+    from segsr.metrics import paired_block_bootstrap
+
+    ref = _random_image_matrices(40, 3, 1)
+    method = ref.copy()
+    method[:10, 0, 0] += 400  # better on the first block only (10 consecutive images)
+    wide = paired_block_bootstrap(method, ref, block=10, samples=2000)
+    narrow = paired_block_bootstrap(method, ref, block=1, samples=2000)
+    assert wide.diff == narrow.diff > 0 and wide.num_blocks == 4 and narrow.num_blocks == 40
+    assert wide.low == pytest.approx(0.0, abs=1e-9)  # a quarter of the replicates miss the block: (3/4)^4 > 2.5%
+    assert narrow.low > 0 and (wide.high - wide.low) > (narrow.high - narrow.low)
+
+
+def test_paired_bootstrap_errors():
+    from segsr.metrics import paired_block_bootstrap
+
+    mats = _random_image_matrices(4, 3, 0)
+    with pytest.raises(ValueError, match='not the same images'):
+        paired_block_bootstrap(mats, mats[:3])
+    with pytest.raises(ValueError, match='block >= 1'):
+        paired_block_bootstrap(mats, mats, block=0)
+    with pytest.raises(ValueError, match=r'\(N, C, C\)'):
+        paired_block_bootstrap(mats[:, 0], mats[:, 0])

@@ -181,7 +181,7 @@ def test_wheel_is_complete_and_runs_from_an_empty_folder(tmp_path):
                    'segsr.step_bench', 'segsr.data.camvid', 'segsr.data.synthetic'):
         assert 'usage:' in run(sys.executable, '-m', module, '-h')
     # The benchmark: profile from the package data, data made by the package, training through python -m segsr.train.
-    run(target / 'bin' / 'segsr-benchmark', '--profile', 'smoke', '--out', 'bench', timeout=900)
+    run(target / 'bin' / 'segsr-benchmark', '--profile', 'smoke', '--out', 'bench', '--cache', 'cache', timeout=900)
     table = (empty / 'bench' / 'results.md').read_text()
     assert 'SeD (P+SeD)' in table and (empty / 'datasets' / 'benchmark_smoke' / 'dataset_info.yml').is_file()
-    assert sorted(os.listdir(empty)) == ['bench', 'datasets']  # nothing written anywhere else under the cwd
+    assert sorted(os.listdir(empty)) == ['bench', 'cache', 'datasets']  # nothing written anywhere else under the cwd

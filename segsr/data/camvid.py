@@ -7,8 +7,16 @@ Output (default ``datasets/camvid``)::
 
     <out>/{train,val[,test]}/hr/*.png     images, copied byte for byte
     <out>/{train,val[,test]}/seg/*.png    class ids 0..10, Unlabelled (11) -> 255
+    <out>/seq_train/{hr,seg}/*.png        the sequence-disjoint split (hard links where the file system allows):
+    <out>/seq_dev/{hr,seg}/*.png            seq_dev = the frames of the held-out video sequences (default 0006R0,
+                                            101 frames of train/), seq_train = every other frame of train/ and val/
     <out>/lmdb/<split>_{hr,seg}.lmdb      unless --no-lmdb
-    <out>/dataset_info.yml
+    <out>/dataset_info.yml                classes, palette and ``sequence_split`` (which sequences went where)
+
+Why the extra split: all 101 frames of the SegNet ``val/`` come from sequence 0016E5, which also gives 204 of the 367
+training frames (near-duplicates), so ``val/`` measures memorisation as much as generalisation. Use ``seq_train`` /
+``seq_dev`` for development and reported numbers, ``train`` / ``val`` to compare with older tables. A frame's
+sequence is its file-name prefix (``0006R0_f02400`` -> ``0006R0``); frames sort in time order by name.
 
 Command line (the same three ways): ``segsr-prepare-camvid``, ``python -m segsr.data.camvid`` or
 ``python scripts/prepare_camvid.py``::
@@ -37,6 +45,13 @@ CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128),
                   (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
 UNLABELLED = 11
 IGNORE_INDEX = 255
+DEV_SEQUENCES = ('0006R0', )
+SEQ_TRAIN, SEQ_DEV = 'seq_train', 'seq_dev'
+
+
+def sequence_of(stem: str) -> str:
+    """The video sequence of a CamVid frame: its file-name prefix (``0006R0_f02400`` -> ``0006R0``)."""
+    return stem.split('_')[0]
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -44,6 +59,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--src', required=True, help='SegNet-layout CamVid folder (train/, trainannot/, ...).')
     parser.add_argument('--out', default='datasets/camvid', help='Output root (default datasets/camvid).')
     parser.add_argument('--splits', nargs='+', default=None, help='Splits (default: train, val, test if present).')
+    parser.add_argument('--dev-sequences', nargs='*', default=list(DEV_SEQUENCES),
+                        help='Video sequences held out as seq_dev (default: 0006R0); none: no sequence split.')
     parser.add_argument('--no-lmdb', action='store_true', help='Do not build LMDBs.')
     parser.add_argument('--overwrite', action='store_true', help='Replace existing output splits and LMDBs.')
     return parser.parse_args(argv)
@@ -91,8 +108,54 @@ def write_label(src: str, dst: str) -> None:
         raise OSError(f"Cannot write '{dst}'.")
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or no hard links here
+        shutil.copyfile(src, dst)
+
+
+def write_sequence_split(out: str, dev_sequences: Sequence[str] = DEV_SEQUENCES,
+                         sources: Sequence[str] = ('train', 'val'), overwrite: bool = False) -> Dict[str, List[str]]:
+    """Split the frames of ``sources`` (already in ``out``) by video sequence into ``seq_dev`` and ``seq_train``.
+
+    Args:
+        out: Dataset root in segsr's layout holding ``<source>/{hr,seg}``.
+        dev_sequences: Sequences whose frames form ``seq_dev``; every other frame goes to ``seq_train``.
+        sources: Splits to draw frames from. Default: train and val.
+        overwrite: Replace existing ``seq_*`` folders. Default: False.
+
+    Returns:
+        The sequences of each new split, e.g. ``{'seq_train': ['0001TP', '0016E5'], 'seq_dev': ['0006R0']}``.
+
+    Raises:
+        ValueError: a dev sequence has no frame in ``sources``, or every frame is a dev frame.
+    """
+    frames = [(split, stem) for split in sources for stem in sorted(index_by_stem(osp.join(out, split, 'hr')))]
+    found = {sequence_of(stem) for _, stem in frames}
+    unknown = sorted(set(dev_sequences) - found)
+    if unknown:
+        raise ValueError(f'dev sequences {unknown} have no frames in {list(sources)} of {out}; sequences there: '
+                         f'{sorted(found)}.')
+    parts = {SEQ_DEV: [f for f in frames if sequence_of(f[1]) in dev_sequences],
+             SEQ_TRAIN: [f for f in frames if sequence_of(f[1]) not in dev_sequences]}
+    if not parts[SEQ_TRAIN]:
+        raise ValueError(f'every frame of {list(sources)} is in a dev sequence {list(dev_sequences)}: nothing to train on.')
+    for new_split, members in parts.items():
+        for kind in ('hr', 'seg'):
+            folder = osp.join(out, new_split, kind)
+            if osp.exists(folder) and os.listdir(folder):
+                if not overwrite:
+                    raise FileExistsError(f"'{folder}' is not empty; pass --overwrite to replace it.")
+                shutil.rmtree(folder)
+            os.makedirs(folder, exist_ok=True)
+            for split, stem in members:
+                _link_or_copy(osp.join(out, split, kind, f'{stem}.png'), osp.join(folder, f'{stem}.png'))
+    return {k: sorted({sequence_of(stem) for _, stem in v}) for k, v in parts.items()}
+
+
 def prepare_camvid(src: str, out: str, splits: Optional[Sequence[str]] = None, lmdb: bool = True,
-                   overwrite: bool = False) -> Dict[str, int]:
+                   overwrite: bool = False, dev_sequences: Sequence[str] = DEV_SEQUENCES) -> Dict[str, int]:
     """Convert a SegNet-layout CamVid folder into segsr's layout (see the module docstring).
 
     Args:
@@ -101,9 +164,11 @@ def prepare_camvid(src: str, out: str, splits: Optional[Sequence[str]] = None, l
         splits: Splits to convert. Default: ``train``, ``val``, ``test`` where present.
         lmdb: Also build ``<out>/lmdb/<split>_{hr,seg}.lmdb``. Default: True.
         overwrite: Replace existing output splits and LMDBs. Default: False.
+        dev_sequences: Video sequences held out as ``seq_dev`` (see :func:`write_sequence_split`); empty: no
+            sequence split. Needs ``train`` among the splits. Default: ``('0006R0',)``.
 
     Returns:
-        The number of image/label pairs per split.
+        The number of image/label pairs per split (``seq_train`` / ``seq_dev`` included).
 
     Raises:
         FileNotFoundError: ``src`` has no split folders, or an image has no label.
@@ -115,13 +180,15 @@ def prepare_camvid(src: str, out: str, splits: Optional[Sequence[str]] = None, l
     if not splits:
         raise FileNotFoundError(f"no train/val/test folders in the CamVid source folder '{src}'.")
     counts = {split: convert_split(src, out, split, overwrite) for split in splits}
-    write_dataset_info(
-        osp.join(out, 'dataset_info.yml'),
-        CAMVID_CLASSES,
-        CAMVID_PALETTE,
-        ignore_index=IGNORE_INDEX,
-        name='CamVid',
-        extra=dict(source=osp.abspath(src), source_label_map={UNLABELLED: IGNORE_INDEX}))  # already applied
+    extra = dict(source=osp.abspath(src), source_label_map={UNLABELLED: IGNORE_INDEX})  # already applied
+    if dev_sequences and 'train' in splits:
+        sources = [s for s in ('train', 'val') if s in splits]
+        extra['sequence_split'] = write_sequence_split(out, dev_sequences, sources, overwrite)
+        extra['sequence_split']['sources'] = sources
+        splits = splits + [SEQ_TRAIN, SEQ_DEV]
+        counts.update({s: len(index_by_stem(osp.join(out, s, 'hr'))) for s in (SEQ_TRAIN, SEQ_DEV)})
+    write_dataset_info(osp.join(out, 'dataset_info.yml'), CAMVID_CLASSES, CAMVID_PALETTE, ignore_index=IGNORE_INDEX,
+                       name='CamVid', extra=extra)
     if lmdb:
         make_layout_lmdbs(out, splits, overwrite=overwrite)
     return counts
@@ -131,7 +198,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     """``segsr-prepare-camvid``: the command line of :func:`prepare_camvid`."""
     args = parse_args(argv)
     try:
-        counts = prepare_camvid(args.src, args.out, args.splits, lmdb=not args.no_lmdb, overwrite=args.overwrite)
+        counts = prepare_camvid(args.src, args.out, args.splits, lmdb=not args.no_lmdb, overwrite=args.overwrite,
+                                dev_sequences=args.dev_sequences)
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         sys.exit(f'prepare_camvid: {err}')
     for split, count in counts.items():

@@ -65,25 +65,16 @@ class ConfusionMatrix:
     def reset(self) -> None:
         self.mat.zero_()
 
-    def update(self, pred: ArrayLike, target: ArrayLike) -> None:
-        """Add a batch of predictions.
+    def update(self, pred: ArrayLike, target: ArrayLike) -> torch.Tensor:
+        """Add a batch of predictions; returns the batch's own matrix (e.g. to keep per-image matrices).
 
         Args:
             pred: Predicted class indices, any shape (e.g. ``B x H x W``), or logits ``B x C x H x W``.
             target: Ground-truth class indices of the same spatial shape as ``pred``.
         """
-        pred = torch.as_tensor(pred)
-        target = torch.as_tensor(target)
-        if pred.dim() == target.dim() + 1 and pred.is_floating_point():
-            pred = pred.argmax(dim=1)
-        if pred.shape != target.shape:
-            raise ValueError(f'prediction shape {tuple(pred.shape)} != label shape {tuple(target.shape)}.')
-        pred = pred.detach().reshape(-1).to('cpu', torch.int64)
-        target = target.detach().reshape(-1).to('cpu', torch.int64)
-        valid = (target >= 0) & (target < self.num_classes) & (target != self.ignore_index)
-        pred = pred[valid].clamp(0, self.num_classes - 1)
-        idx = target[valid] * self.num_classes + pred
-        self.mat += torch.bincount(idx, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
+        mat = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        self.mat += mat
+        return mat
 
     def all_reduce(self) -> None:
         """Sum the matrix over all processes when ``torch.distributed`` is initialised (no-op otherwise)."""
@@ -110,6 +101,22 @@ class ConfusionMatrix:
             mean_acc=_nanmean_percent(recall),
             iou=[100.0 * float(v) for v in iou],
             num_pixels=int(total))
+
+
+def confusion_matrix(pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """``num_classes x num_classes`` int64 matrix (rows: ground truth) of one batch; see :class:`ConfusionMatrix`."""
+    pred = torch.as_tensor(pred)
+    target = torch.as_tensor(target)
+    if pred.dim() == target.dim() + 1 and pred.is_floating_point():
+        pred = pred.argmax(dim=1)
+    if pred.shape != target.shape:
+        raise ValueError(f'prediction shape {tuple(pred.shape)} != label shape {tuple(target.shape)}.')
+    pred = pred.detach().reshape(-1).to('cpu', torch.int64)
+    target = target.detach().reshape(-1).to('cpu', torch.int64)
+    valid = (target >= 0) & (target < num_classes) & (target != ignore_index)
+    pred = pred[valid].clamp(0, num_classes - 1)
+    idx = target[valid] * num_classes + pred
+    return torch.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def _nanmean_percent(values: torch.Tensor) -> float:

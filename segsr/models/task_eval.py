@@ -79,6 +79,7 @@ class TaskScorer:
         if self.predictors and not num_classes:
             raise ValueError('TaskScorer: num_classes is required to score segmentation predictors.')
         self.matrices = {name: ConfusionMatrix(num_classes, ignore_index) for name in self.predictors}
+        self.image_matrices: Dict[str, List[np.ndarray]] = {name: [] for name in self.predictors}
         self.sums = {name: 0.0 for name in self.metrics_opt}
         self.counts = {name: 0 for name in self.metrics_opt}
         self.count = 0
@@ -113,8 +114,8 @@ class TaskScorer:
         for name, predict in self.predictors.items():
             pred = predict(sr).argmax(dim=1)
             record[f'{name}_pred'] = pred[0].cpu().numpy()
-            if seg is not None:
-                self.matrices[name].update(pred, seg.to(pred.device))
+            if seg is not None:  # per-image matrices too: set-level intervals resample images (segsr.metrics.bootstrap)
+                self.image_matrices[name].append(self.matrices[name].update(pred, seg.to(pred.device)).numpy())
         self.count += 1
         return record
 
