@@ -203,7 +203,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         sys.exit(f'prepare_camvid: {err}')
     for split, count in counts.items():
-        print(f'{split}: {count} image/label pairs -> {osp.join(args.out, split)}')
+        sys.stdout.write(f'{split}: {count} image/label pairs -> {osp.join(args.out, split)}\n')  # the CLI's report
 
 
 if __name__ == '__main__':

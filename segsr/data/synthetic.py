@@ -330,8 +330,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                                       args.num_classes, lmdb=args.lmdb, overwrite=args.overwrite)
     except FileExistsError as err:
         sys.exit(f'make_synthetic_data: {err}')
-    print(f"Wrote {args.num_train} train and {args.num_val} val scenes ({info['num_classes']} classes: "
-          f"{', '.join(info['class_names'])}) to {args.out}" + (' with LMDBs' if args.lmdb else ''))
+    sys.stdout.write(f"Wrote {args.num_train} train and {args.num_val} val scenes ({info['num_classes']} classes: "
+                     f"{', '.join(info['class_names'])}) to {args.out}" + (' with LMDBs' if args.lmdb else '') + '\n')
 
 
 if __name__ == '__main__':
