@@ -74,6 +74,7 @@ FINETUNE_STEPS = ('s2t', 'esrgan', 'segaware', 'sr4ir', 'sed', 'combo', 'sfms') 
 TRAIN_STEPS = START_STEPS + FINETUNE_STEPS
 REFERENCE = 's2t'  # every interval is a difference to S->T of the same seed
 SPEED_BASE = 'esrgan'
+MAX_EMA_START_WEIGHT = 0.05  # ema_decay ** iters: the share of a run's starting weights left in its scored EMA
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,12 @@ def load_profile(name_or_path: str) -> dict:
     if profile['finetune']['gt_size'] not in (128, 256):
         raise ValueError(f"{path}: 'finetune.gt_size' = {profile['finetune']['gt_size']}: stock ESRGAN's "
                          'VGGStyleDiscriminator takes 128 or 256.')
+    for stage in ('l1', 'finetune'):  # the EMA weights are the ones scored: they must have left the start
+        decay, iters = float(profile[stage].get('ema_decay', 0.999)), int(profile[stage]['iters'])
+        if not 0 < decay < 1 or decay**iters > MAX_EMA_START_WEIGHT:
+            raise ValueError(f"{path}: '{stage}.ema_decay' = {decay} over {iters} iterations keeps "
+                             f'{decay**iters:.0%} of the starting weights in the EMA that is scored (at most '
+                             f'{MAX_EMA_START_WEIGHT:.0%}): lower it or raise {stage}.iters.')
     seeds = profile.get('seeds', [profile.get('seed', 0)])
     if not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: 'seeds' = {seeds!r}; expected a non-empty list of distinct integers.")

@@ -121,6 +121,8 @@ def test_overrides_merge_into_one_step_without_touching_the_profile():
     (lambda p: p.update(overrides={'srgan': {}}), "unknown steps"),
     (lambda p: p.update(seeds=[0, 0]), "'seeds' = \\[0, 0\\]"),
     (lambda p: p.update(seeded_rows=['s2t', 'l1']), r"'seeded_rows' has unknown rows \['l1'\]"),
+    (lambda p: p['finetune'].update(ema_decay=0.999), r"'finetune.ema_decay' = 0.999 over 600 iterations keeps 55%"),
+    (lambda p: p['l1'].update(ema_decay=1.0), r"'l1.ema_decay' = 1.0"),
 ])
 def test_bad_profile_is_refused_with_file_and_key(tmp_path, change, match):
     profile = load_profile('quick')
@@ -132,7 +134,7 @@ def test_bad_profile_is_refused_with_file_and_key(tmp_path, change, match):
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(FileNotFoundError, match=r"shipped profiles: \['full', 'quick', 'smoke'\]"):
+    with pytest.raises(FileNotFoundError, match=r"shipped profiles: \['demo', 'full', 'quick', 'smoke'\]"):
         load_profile('medium')
     with pytest.raises(FileNotFoundError, match="'nowhere/medium.yml' does not exist"):
         load_profile('nowhere/medium.yml')

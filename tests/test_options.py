@@ -15,12 +15,12 @@ OPTION_FILES = sorted(glob.glob(os.path.join(REPO, 'options', '**', '*.yml'), re
 def test_option_files_exist():
     names = {os.path.relpath(p, REPO) for p in OPTION_FILES}
     for name in ('options/train_segsr_x4.yml', 'options/test_segsr_x4.yml', 'options/train_esrgan_baseline_x4.yml',
-                 'options/demo/train_segsr_demo.yml', 'options/demo/evaluate_demo.yml',
-                 'options/demo/train_sr4ir_demo.yml', 'options/sr4ir/camvid/014_sr4ir_x4.yml',
+                 'options/sr4ir/camvid/014_sr4ir_x4.yml',
                  'options/sr4ir/camvid/024_sr4ir_x8.yml', 'options/sr4ir/camvid/cpu/sr4ir_x4.yml',
                  'options/sed/train_SeD_P_x4.yml', 'options/sed/train_SeD_U_realesrgan_x4plus.yml',
                  'options/sed/cpu/evaluate_sr_bench.yml', 'segsr/benchmark_profiles/smoke.yml',
-                 'segsr/benchmark_profiles/quick.yml', 'segsr/benchmark_profiles/full.yml'):
+                 'segsr/benchmark_profiles/quick.yml', 'segsr/benchmark_profiles/full.yml',
+                 'segsr/benchmark_profiles/demo.yml'):
         assert name in names
 
 

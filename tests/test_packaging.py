@@ -154,7 +154,7 @@ CONSOLE_SCRIPTS = ('segsr-train', 'segsr-test', 'segsr-evaluate', 'segsr-srbench
 def test_wheel_is_complete_and_runs_from_an_empty_folder(tmp_path):
     wheel = _build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
-    for profile in ('smoke', 'quick', 'full'):
+    for profile in ('smoke', 'quick', 'full', 'demo'):
         assert f'segsr/benchmark_profiles/{profile}.yml' in names
     assert 'segsr/data/camvid.py' in names and not any(n.startswith(('tests/', 'scripts/', 'options/')) for n in names)
     entry_points = next(n for n in names if n.endswith('entry_points.txt'))
