@@ -26,8 +26,8 @@ rerun skips it, an interrupted training resumes from its last saved state), ``lo
 ``results.json``, ``grid.png`` (LR | each method | HR, judge segmentation under each) and ``miou_vs_psnr.png``.
 
 Profiles (shipped with the package in ``segsr/benchmark_profiles/<name>.yml``, or any YAML path): ``smoke`` (tiny
-synthetic data, 2 iterations per step: CI), ``quick`` (CamVid on CPU), ``full`` (CamVid on a CUDA GPU, bf16
-autocast). CamVid profiles prepare ``data.root`` from ``--source`` (the SegNet-layout CamVid folder) when it is not
+synthetic data, 2 iterations per step: CI), ``demo`` (synthetic street scenes, every row in minutes on a CPU:
+``scripts/demo.sh``), ``quick`` (CamVid on CPU), ``full`` (CamVid on a CUDA GPU, bf16 autocast). CamVid profiles prepare ``data.root`` from ``--source`` (the SegNet-layout CamVid folder) when it is not
 prepared yet, and train on ``seq_train`` / score on ``seq_dev`` (video sequences disjoint from training).
 """
 import argparse
@@ -792,7 +792,7 @@ class Benchmark:
             profile=p['_path'], dataset=self.data.root, train_split=self.data.train_split,
             eval_split=self.data.eval_split, num_val_images=num_images, device=str(self.device),
             machine=f'{machine}, {platform.machine()}, torch {torch.__version__}', amp=p.get('amp', False),
-            date=time.strftime('%Y-%m-%d'), command=shlex.join([osp.relpath(sys.argv[0])] + sys.argv[1:]),
+            date=time.strftime('%Y-%m-%d'), command=shlex.join(['segsr-benchmark'] + sys.argv[1:]),
             seeds=self.builder.seeds, seeded_rows=p.get('seeded_rows') or list(FINETUNE_STEPS), starts=starts,
             bootstrap=dict(dict(block=10, samples=2000, level=0.95, seed=0), **(p.get('bootstrap') or {})),
             schedule=dict(judge=_stage(p['judge']), deployed=_stage(p['deployed']), l1=_stage(p['l1']),
