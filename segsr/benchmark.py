@@ -27,8 +27,9 @@ rerun skips it, an interrupted training resumes from its last saved state), ``lo
 
 Profiles (shipped with the package in ``segsr/benchmark_profiles/<name>.yml``, or any YAML path): ``smoke`` (tiny
 synthetic data, 2 iterations per step: CI), ``demo`` (synthetic street scenes, every row in minutes on a CPU:
-``scripts/demo.sh``), ``quick`` (CamVid on CPU), ``full`` (CamVid on a CUDA GPU, bf16 autocast). CamVid profiles prepare ``data.root`` from ``--source`` (the SegNet-layout CamVid folder) when it is not
-prepared yet, and train on ``seq_train`` / score on ``seq_dev`` (video sequences disjoint from training).
+``scripts/demo.sh``), ``quick`` (CamVid on CPU), ``full`` (CamVid on a CUDA GPU, bf16 autocast). CamVid profiles
+prepare ``data.root`` from ``--source`` (the SegNet-layout CamVid folder) when it is not prepared yet, and train on
+``seq_train`` / score on ``seq_dev`` (video sequences disjoint from training).
 """
 import argparse
 import hashlib
