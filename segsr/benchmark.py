@@ -75,6 +75,7 @@ FINETUNE_STEPS = ('s2t', 'esrgan', 'segaware', 'sr4ir', 'sed', 'combo', 'sfms') 
 TRAIN_STEPS = START_STEPS + FINETUNE_STEPS
 REFERENCE = 's2t'  # every interval is a difference to S->T of the same seed
 SPEED_BASE = 'esrgan'
+DEFAULT_EMA_DECAY = 0.999  # BasicSR's; a stage's `ema_decay` when the profile gives none
 MAX_EMA_START_WEIGHT = 0.05  # ema_decay ** iters: the share of a run's starting weights left in its scored EMA
 
 
@@ -108,6 +109,11 @@ def profile_names() -> List[str]:
     return sorted(p.name[:-4] for p in resources.files(PROFILE_PACKAGE).iterdir() if p.name.endswith('.yml'))
 
 
+def ema_decay(stage: dict) -> float:
+    """A training stage's EMA decay (``DEFAULT_EMA_DECAY`` when the profile gives none)."""
+    return float(stage.get('ema_decay', DEFAULT_EMA_DECAY))
+
+
 def load_profile(name_or_path: str) -> dict:
     """Read a profile (a shipped profile's name or a YAML path) and check its keys (errors name the file)."""
     if name_or_path.endswith(('.yml', '.yaml')):
@@ -135,7 +141,7 @@ def load_profile(name_or_path: str) -> dict:
         raise ValueError(f"{path}: 'finetune.gt_size' = {profile['finetune']['gt_size']}: stock ESRGAN's "
                          'VGGStyleDiscriminator takes 128 or 256.')
     for stage in ('l1', 'finetune'):  # the EMA weights are the ones scored: they must have left the start
-        decay, iters = float(profile[stage].get('ema_decay', 0.999)), int(profile[stage]['iters'])
+        decay, iters = ema_decay(profile[stage]), int(profile[stage]['iters'])
         if not 0 < decay < 1 or decay**iters > MAX_EMA_START_WEIGHT:
             raise ValueError(f"{path}: '{stage}.ema_decay' = {decay} over {iters} iterations keeps "
                              f'{decay**iters:.0%} of the starting weights in the EMA that is scored (at most '
@@ -372,7 +378,7 @@ class OptionBuilder:
         iters = int(stage['iters'])
         opt = self.base('l1', 'SRModel', stage, iters, self.seed)
         opt['network_g'] = dict(self.p['generator'])
-        opt['train'].update(ema_decay=float(stage.get('ema_decay', 0.999)), optim_g=self.adam(stage['lr']),
+        opt['train'].update(ema_decay=ema_decay(stage), optim_g=self.adam(stage['lr']),
                             scheduler=dict(type='CosineAnnealingRestartLR', periods=[iters], restart_weights=[1],
                                            eta_min=1e-6),
                             pixel_opt=dict(type='L1Loss', loss_weight=1.0, reduction='mean'))
@@ -386,7 +392,7 @@ class OptionBuilder:
         opt['network_g'] = dict(self.p['generator'])
         opt['path'].update(pretrain_network_g=self.l1_init, param_key_g='params_ema', strict_load_g=True)
         opt['train'].update(
-            ema_decay=float(stage.get('ema_decay', 0.999)), optim_g=self.adam(stage['lr']),
+            ema_decay=ema_decay(stage), optim_g=self.adam(stage['lr']),
             scheduler=dict(type='MultiStepLR', milestones=[max(1, int(2 * iters / 3))], gamma=0.5),
             pixel_opt=dict(type='L1Loss', loss_weight=float(stage.get('pixel_weight', 1.0)), reduction='mean'))
         return opt
