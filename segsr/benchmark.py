@@ -44,7 +44,7 @@ import sys
 import time
 from collections import OrderedDict
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Dict, List, Optional, Tuple
 
@@ -115,7 +115,19 @@ def ema_decay(stage: dict) -> float:
 
 
 def load_profile(name_or_path: str) -> dict:
-    """Read a profile (a shipped profile's name or a YAML path) and check its keys (errors name the file)."""
+    """Read a profile (a shipped profile's name or a YAML path) and check its keys (errors name the file).
+
+    A profile with ``base: <name or path>`` is that profile (a relative path: relative to this file) updated
+    recursively by the rest of this one: an ablation states only what it changes.
+    """
+    profile, path = _read_profile(name_or_path, chain=())
+    _check_profile(profile, path)
+    profile['_path'] = path
+    return profile
+
+
+def _read_profile(name_or_path: str, chain: Tuple[str, ...]) -> Tuple[dict, str]:
+    """The profile's dict with its ``base`` chain merged in, and the profile's path (for messages)."""
     if name_or_path.endswith(('.yml', '.yaml')):
         if not osp.isfile(name_or_path):
             raise FileNotFoundError(f"benchmark profile file '{name_or_path}' does not exist.")
@@ -130,6 +142,23 @@ def load_profile(name_or_path: str) -> dict:
         path = f'{PROFILE_PACKAGE}:{name_or_path}.yml'
         text = resource.read_text(encoding='utf-8')
     profile = yaml.safe_load(text) or {}
+    if not isinstance(profile, dict):
+        raise ValueError(f'{path}: a profile is a mapping of keys, not a {type(profile).__name__}.')
+    base = profile.pop('base', None)
+    if base is None:
+        return profile, path
+    if path in chain:
+        raise ValueError(f"{path}: 'base' chain loops: {' -> '.join(chain + (path,))}.")
+    if str(base).endswith(('.yml', '.yaml')) and not osp.isabs(base) and osp.isfile(path):
+        base = osp.join(osp.dirname(path), base)
+    try:
+        base_profile, _ = _read_profile(str(base), chain + (path,))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path}: 'base' = {base!r}: {err}") from err
+    return deep_merge(base_profile, profile), path
+
+
+def _check_profile(profile: dict, path: str) -> None:
     for key in REQUIRED_KEYS:
         if key not in profile:
             raise ValueError(f"{path}: key '{key}' is required.")
@@ -160,8 +189,13 @@ def load_profile(name_or_path: str) -> dict:
     unknown = set(profile.get('overrides') or {}) - set(TRAIN_STEPS)
     if unknown:
         raise ValueError(f"{path}: 'overrides' has unknown steps {sorted(unknown)}; steps: {list(TRAIN_STEPS)}.")
-    profile['_path'] = path
-    return profile
+    unknown = set(profile.get('labels') or {}) - {r.key for r in ROWS}
+    if unknown:
+        raise ValueError(f"{path}: 'labels' has unknown rows {sorted(unknown)}; rows: {[r.key for r in ROWS]}.")
+    rows = profile.get('rows', list(FINETUNE_STEPS))
+    if not isinstance(rows, list) or set(rows) - set(FINETUNE_STEPS) or REFERENCE not in rows:
+        raise ValueError(f"{path}: 'rows' = {rows!r}; expected a list of fine-tuned rows from {list(FINETUNE_STEPS)} "
+                         f"that includes '{REFERENCE}' (every interval is a difference to it).")
 
 
 @dataclass
@@ -293,6 +327,7 @@ class OptionBuilder:
         self.starts = {k: osp.abspath(v) for k, v in (starts or {}).items() if v}
         self.seed = int(profile.get('seed', 0))
         self.seeds = [int(s) for s in profile.get('seeds', [self.seed])]
+        self.rows = [s for s in FINETUNE_STEPS if s in profile.get('rows', FINETUNE_STEPS)]
         self.scale = int(profile.get('scale', 4))
         self.num_classes = data.num_classes
         overrides = profile.get('overrides') or {}
@@ -307,7 +342,7 @@ class OptionBuilder:
 
     def step_ids(self) -> List[str]:
         """Every training run in run order: the starting points, then each fine-tuned row per seed."""
-        return list(START_STEPS) + [f'{s}_s{seed}' for s in FINETUNE_STEPS for seed in self.seeds_of(s)]
+        return list(START_STEPS) + [f'{s}_s{seed}' for s in self.rows for seed in self.seeds_of(s)]
 
     @staticmethod
     def base_step(step_id: str) -> str:
@@ -429,7 +464,9 @@ class OptionBuilder:
                     tdp_warmup_iter=int(self.p['finetune']['iters']) // 6)
 
     def seg_aware_d(self, semantic: bool) -> dict:
-        d_feat = int(self.p['finetune'].get('d_feat', 64))
+        """The task-branch discriminator (``finetune.task_d_feat`` channels; default ``finetune.d_feat``)."""
+        stage = self.p['finetune']
+        d_feat = int(stage.get('task_d_feat', stage.get('d_feat', 64)))
         d = dict(type='SegAwareDiscriminator', num_classes=self.num_classes, num_in_ch=3, num_feat=d_feat,
                  trunk='unet', rf_head='pixel', seg_hidden=d_feat, skip_connection=True)
         if semantic:
@@ -555,6 +592,9 @@ class Benchmark:
         self.builder = OptionBuilder(self.profile, self.data, self.out_dir, self.device_name,
                                      osp.abspath(cache_dir) if cache_dir else None, starts)
         self.options = self.builder.all()
+        labels = self.profile.get('labels') or {}
+        self.rows = [replace(r, label=labels.get(r.key, r.label)) for r in ROWS
+                     if r.step not in FINETUNE_STEPS or r.step in self.builder.rows]
         self.judge_path = self.builder.checkpoint('judge', 'task')
 
     # state files: finished work
@@ -732,10 +772,10 @@ class Benchmark:
                                    'path': self.builder.checkpoint(name, 'task'), 'param_key': 'params'},
                                   self.device, name) for name in ('judge', 'deployed')}
         keep = grid_indices(len(dataset), int((self.profile.get('eval') or {}).get('grid_images', 3)))
-        for row in ROWS:
+        for row in self.rows:
             for seed, step_id in self.row_runs(row):
                 self.evaluate(row, seed, step_id, dataset, nets, keep)
-        for row in ROWS:
+        for row in self.rows:
             self.speed(row)
         return self.write_outputs(dataset, keep)
 
@@ -743,7 +783,7 @@ class Benchmark:
     def collect(self) -> List[dict]:
         """One record per row from the state files: per-seed summaries and intervals, and their aggregate."""
         records = []
-        for row in ROWS:
+        for row in self.rows:
             runs = []
             for seed, step_id in self.row_runs(row):
                 ev = self._load_state('eval', f'{row.key}_s{seed}')
@@ -753,9 +793,9 @@ class Benchmark:
             records.append(dict(key=row.key, label=row.label, step=row.step, runs=runs,
                                 summary=aggregate([r['summary'] for r in runs]), pictures=runs[0]['pictures'],
                                 intervals=runs[0]['intervals'], speed=self._load_state('speed', row.key)))
-        base = next(r['speed'] for r in records if r['key'] == SPEED_BASE)
+        base = next((r['speed'] for r in records if r['key'] == SPEED_BASE), None)
         for r in records:
-            if r['speed']:
+            if r['speed'] and base:
                 r['speed']['x_esrgan_time'] = r['speed']['sec_per_iter'] / base['sec_per_iter']
                 r['speed']['x_esrgan_mem'] = r['speed']['peak_mb'] / base['peak_mb']
         return records
@@ -800,7 +840,7 @@ class Benchmark:
             eval_split=self.data.eval_split, num_val_images=num_images, device=str(self.device),
             machine=f'{machine}, {platform.machine()}, torch {torch.__version__}', amp=p.get('amp', False),
             date=time.strftime('%Y-%m-%d'), command=shlex.join(['segsr-benchmark'] + sys.argv[1:]),
-            seeds=self.builder.seeds, seeded_rows=p.get('seeded_rows') or list(FINETUNE_STEPS), starts=starts,
+            seeds=self.builder.seeds, seeded_rows=p.get('seeded_rows') or self.builder.rows, starts=starts,
             bootstrap=dict(dict(block=10, samples=2000, level=0.95, seed=0), **(p.get('bootstrap') or {})),
             schedule=dict(judge=_stage(p['judge']), deployed=_stage(p['deployed']), l1=_stage(p['l1']),
                           finetune=_stage(p['finetune'])))

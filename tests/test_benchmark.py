@@ -1,4 +1,5 @@
 """The one-command benchmark (segsr/benchmark.py): profiles, generated options, the smoke run and its resume."""
+import glob
 import json
 import math
 import os
@@ -113,6 +114,44 @@ def test_overrides_merge_into_one_step_without_touching_the_profile():
     assert json.dumps(profile, sort_keys=True, default=str) == before
 
 
+def test_profile_with_a_base_states_only_what_it_changes(tmp_path):
+    """An ablation profile: ``base`` (a name or a path relative to the file), ``rows`` to run, ``labels``."""
+    (tmp_path / 'sub').mkdir()
+    write_yaml(tmp_path / 'parent.yml', {'base': 'quick', 'finetune': {'ce_weight': 0.05}})
+    child = write_yaml(tmp_path / 'sub' / 'child.yml', {
+        'base': '../parent.yml', 'name': 'ablation', 'seeds': [0], 'rows': ['s2t', 'sfms'],
+        'labels': {'sfms': 'SfmS, CE 0.05'}, 'overrides': {'sfms': {'train': {'ema_decay': 0.98}}}})
+    profile = load_profile(child)
+    quick = load_profile('quick')
+    assert profile['_path'] == str(child) and 'base' not in profile
+    assert profile['finetune'] == dict(quick['finetune'], ce_weight=0.05) and profile['judge'] == quick['judge']
+    builder = OptionBuilder(profile, DATA, '/out', 'cpu', '/cache')
+    opts = builder.all()
+    assert list(opts) == ['judge', 'deployed', 'l1', 's2t_s0', 'sfms_s0']
+    assert opts['sfms_s0']['train']['sr_ce_opt']['loss_weight'] == 0.05 and opts['sfms_s0']['train']['ema_decay'] == 0.98
+    reference = _builder().all()
+    for step in START_STEPS:  # same starting points: the ablation reuses the cached ones
+        assert builder.run_dir(step) == _builder().run_dir(step)
+    assert {k: v for k, v in opts['s2t_s0'].items() if k not in ('name', 'path')} == \
+        {k: v for k, v in reference['s2t_s0'].items() if k not in ('name', 'path')}
+
+
+@pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(REPO, 'options', 'benchmark', '*.yml'))), ids=os.path.basename)
+def test_shipped_ablation_profiles_build(path):
+    profile = load_profile(path)
+    opts = OptionBuilder(profile, DATA, '/out', 'cpu', '/cache').all()
+    assert all(f'{row}_s{profile.get("seeds", [0])[0]}' in opts for row in profile.get('rows', ['s2t']))
+    for row, change in (profile.get('overrides') or {}).items():
+        for step_id in (s for s in opts if s.rsplit('_s', 1)[0] == row):
+            assert deep_merge(opts[step_id], change) == opts[step_id]
+
+
+def test_task_branch_discriminator_width_is_its_own_key():
+    opts = _builder().all()
+    assert opts['segaware_s0']['network_d']['num_feat'] == opts['combo_s0']['network_d']['seg_hidden'] == 16
+    assert opts['esrgan_s0']['network_d']['num_feat'] == opts['sed_s0']['network_d']['num_feat'] == 32
+
+
 @pytest.mark.parametrize('change, match', [
     (lambda p: p.pop('finetune'), "key 'finetune' is required"),
     (lambda p: p['judge'].pop('iters'), r"'judge' needs keys \['iters'\]"),
@@ -123,6 +162,10 @@ def test_overrides_merge_into_one_step_without_touching_the_profile():
     (lambda p: p.update(seeded_rows=['s2t', 'l1']), r"'seeded_rows' has unknown rows \['l1'\]"),
     (lambda p: p['finetune'].update(ema_decay=0.999), r"'finetune.ema_decay' = 0.999 over 600 iterations keeps 55%"),
     (lambda p: p['l1'].update(ema_decay=1.0), r"'l1.ema_decay' = 1.0"),
+    (lambda p: p.update(rows=['sfms']), r"'rows' = \['sfms'\]; .* includes 's2t'"),
+    (lambda p: p.update(rows=['s2t', 'srgan']), r"'rows' = \['s2t', 'srgan'\]"),
+    (lambda p: p.update(labels={'srgan': 'x'}), r"'labels' has unknown rows \['srgan'\]"),
+    (lambda p: p.update(base='bad.yml'), "'base' chain loops"),
 ])
 def test_bad_profile_is_refused_with_file_and_key(tmp_path, change, match):
     profile = load_profile('quick')
@@ -133,11 +176,13 @@ def test_bad_profile_is_refused_with_file_and_key(tmp_path, change, match):
     assert 'bad.yml' in str(err.value)
 
 
-def test_unknown_profile_lists_the_known_ones():
+def test_unknown_profile_lists_the_known_ones(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"shipped profiles: \['demo', 'full', 'quick', 'smoke'\]"):
         load_profile('medium')
     with pytest.raises(FileNotFoundError, match="'nowhere/medium.yml' does not exist"):
         load_profile('nowhere/medium.yml')
+    with pytest.raises(FileNotFoundError, match="child.yml: 'base' = 'medium': benchmark profile 'medium' not found"):
+        load_profile(write_yaml(tmp_path / 'child.yml', {'base': 'medium'}))
 
 
 def test_amp_option():
