@@ -41,10 +41,17 @@ setup(
         'pyyaml>=5.4',
         'scipy>=1.9',
         'matplotlib>=3.5',
+        'pillow>=9.1',  # palette PNGs of segsr-infer --seg
+        'safetensors>=0.4',
+        'spandrel>=0.4',  # architecture detection of bare SR checkpoints
+        'tqdm>=4.60',
     ],
     extras_require={
-        'dev': ['pytest>=8', 'open_clip_torch>=2.20', 'lpips>=0.1.4'],
+        'dev': ['pytest>=8', 'open_clip_torch>=2.20', 'lpips>=0.1.4', 'onnx>=1.16', 'onnxruntime>=1.18',
+                'onnxscript>=0.3'],
         'clip': ['open_clip_torch>=2.20'],
+        # segsr-export: torch's torch.export-based ONNX exporter needs onnxscript; the check runs onnxruntime
+        'onnx': ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.3'],
     },
     entry_points={
         'console_scripts': [
@@ -53,6 +60,8 @@ setup(
             'segsr-evaluate=segsr.evaluate:main',
             'segsr-srbench=segsr.sr_bench:main',
             'segsr-benchmark=segsr.benchmark:main',
+            'segsr-infer=segsr.inference:main',
+            'segsr-export=segsr.export:main',
             'segsr-prepare-camvid=segsr.data.camvid:main',
             'segsr-make-synthetic=segsr.data.synthetic:main',
         ],

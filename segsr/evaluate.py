@@ -14,8 +14,10 @@ Config keys:
     judge: ``{network: {...}, path: ..., param_key: params}`` (see :mod:`segsr.models.task_eval`).
     metrics: BasicSR metric blocks; default PSNR and SSIM on Y with a ``scale``-pixel border.
     methods: List of ``{name, type}`` with type ``bicubic``, ``hr`` (the HR image itself: the judge's upper bound)
-        or ``generator`` (``network_g`` block + ``path`` + optional ``param_key``, default ``params_ema`` falling
-        back to ``params``): ours or stock BasicSR ``net_g`` files.
+        or ``generator``: ``path`` (a checkpoint, ``.safetensors`` or options file) + optional ``network_g`` block +
+        optional ``param_key`` (default ``params_ema`` falling back to ``params``): ours, stock BasicSR ``net_g``
+        files, or any public checkpoint whose architecture spandrel detects (no ``network_g`` needed; see
+        :func:`segsr.utils.model_io.load_generator`).
     grid: ``{num_images: 3}``: images spread evenly over the set.
     reference: Name of a method (e.g. ``S->T``): every other row gets the paired block-bootstrap 95% interval of its
         judge-mIoU difference to it (:func:`segsr.metrics.paired_block_bootstrap`: blocks of consecutive images in
@@ -40,15 +42,14 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 import segsr  # noqa: E402,F401
-from basicsr.archs import build_network  # noqa: E402
 from basicsr.data import build_dataset  # noqa: E402
 from basicsr.utils import get_root_logger, get_time_str  # noqa: E402
 
 from segsr.compat import apply_basicsr_fixes  # noqa: E402
 from segsr.metrics.bootstrap import paired_block_bootstrap  # noqa: E402
-from segsr.models.base import freeze, load_checkpoint  # noqa: E402
 from segsr.models.seg_task_model import upsample_bicubic  # noqa: E402
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor  # noqa: E402
+from segsr.utils.model_io import load_generator  # noqa: E402
 from segsr.utils.options import check_registered_types  # noqa: E402
 from segsr.utils.visual import colorize, make_grid, make_panel, save_rgb, tensor_to_rgb  # noqa: E402
 
@@ -83,10 +84,13 @@ def check_methods(methods, path: str, typed: dict) -> None:
     for i, method in enumerate(methods):
         if not isinstance(method, dict) or method.get('type') not in METHOD_TYPES or not method.get('name'):
             raise ValueError(f"{path}: methods[{i}] needs a 'name' and a 'type' in {list(METHOD_TYPES)}.")
-        if method['type'] == 'generator' and (not isinstance(method.get('network_g'), dict) or not method.get('path')):
-            raise ValueError(f"{path}: methods[{i}] ('{method['name']}') needs 'network_g' and 'path'.")
+        if method['type'] == 'generator' and not method.get('path'):
+            raise ValueError(f"{path}: methods[{i}] ('{method['name']}') needs 'path' (a checkpoint or options file).")
+        if method['type'] == 'generator' and not isinstance(method.get('network_g', {}), dict):
+            raise ValueError(f"{path}: methods[{i}] ('{method['name']}'): 'network_g' must be a network block.")
     typed = dict(typed)
-    typed.update({f'network_g_{i}': m['network_g'] for i, m in enumerate(methods) if m['type'] == 'generator'})
+    typed.update({f'network_g_{i}': m['network_g'] for i, m in enumerate(methods)
+                  if m['type'] == 'generator' and m.get('network_g') is not None})
     check_registered_types(typed, source=path)
 
 
@@ -109,21 +113,20 @@ def default_metrics(scale: int) -> dict:
 
 
 def build_method(method: dict, device: torch.device) -> SRFn:
-    """Return ``fn(lq, gt) -> sr`` for one method entry."""
+    """Return ``fn(lq, gt) -> sr`` for one method entry (generators through :func:`load_generator`)."""
     if method['type'] == 'bicubic':
         return lambda lq, gt: upsample_bicubic(lq, gt.shape[-2:])
     if method['type'] == 'hr':
         return lambda lq, gt: gt
-    net = build_network(method['network_g'])
-    param_key = method.get('param_key', 'params_ema')
-    load_checkpoint(net, method['path'], param_key, f"methods['{method['name']}'].path")
-    net = freeze(net.to(device))
+    net = load_generator(method['path'], method.get('network_g'), device, method.get('param_key', 'params_ema'),
+                         f"methods['{method['name']}'].path", f"methods['{method['name']}'].network_g")
+    get_root_logger().info(f"Method '{method['name']}': {net.source}, x{net.scale}.")
 
     def generate(lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         sr = net(lq)
         if sr.shape[-2:] != gt.shape[-2:]:
             raise ValueError(f"method '{method['name']}': output {tuple(sr.shape[-2:])} != HR {tuple(gt.shape[-2:])}"
-                             '; check scale and network_g.')
+                             f' ({net.source}, x{net.scale}); check scale and the network.')
         return sr
 
     return generate

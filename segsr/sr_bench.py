@@ -21,8 +21,9 @@ Config keys:
     bench_root: Folder holding the sets. sets: Set names (default ``[Set5, Set14, BSD100]``).
     metrics: BasicSR metric blocks (default PSNR, SSIM, NIQE as above).
     lpips: ``{enabled: true, net: alex, backbone_path: ~}`` (default enabled-if-available).
-    methods: List of ``{name, type}``, type ``bicubic``, ``hr`` or ``generator`` (``network_g`` + ``path`` +
-        optional ``param_key``), as in ``segsr/evaluate.py``.
+    methods: List of ``{name, type}``, type ``bicubic``, ``hr`` or ``generator`` (``path`` + optional ``network_g``
+        + optional ``param_key``; any checkpoint spandrel detects needs no ``network_g``), as in
+        ``segsr/evaluate.py`` (one loader: :func:`segsr.utils.model_io.load_generator`).
     grid: ``{crop: 128, images: ['Set5/butterfly', ...]}`` (default: the first image of each set).
     save_img: Save every SR image under ``output_dir/images/<method>/<set>/``.
 """

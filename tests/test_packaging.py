@@ -147,7 +147,7 @@ def _build_wheel(tmp_path):
 
 
 CONSOLE_SCRIPTS = ('segsr-train', 'segsr-test', 'segsr-evaluate', 'segsr-srbench', 'segsr-benchmark',
-                   'segsr-prepare-camvid', 'segsr-make-synthetic')
+                   'segsr-prepare-camvid', 'segsr-make-synthetic', 'segsr-infer', 'segsr-export')
 
 
 @pytest.mark.slow
@@ -178,7 +178,7 @@ def test_wheel_is_complete_and_runs_from_an_empty_folder(tmp_path):
     for script in CONSOLE_SCRIPTS:
         assert 'usage:' in run(target / 'bin' / script, '-h')
     for module in ('segsr.train', 'segsr.test', 'segsr.evaluate', 'segsr.sr_bench', 'segsr.benchmark',
-                   'segsr.step_bench', 'segsr.data.camvid', 'segsr.data.synthetic'):
+                   'segsr.step_bench', 'segsr.data.camvid', 'segsr.data.synthetic', 'segsr.inference', 'segsr.export'):
         assert 'usage:' in run(sys.executable, '-m', module, '-h')
     # The benchmark: profile from the package data, data made by the package, training through python -m segsr.train.
     run(target / 'bin' / 'segsr-benchmark', '--profile', 'smoke', '--out', 'bench', '--cache', 'cache', timeout=900)

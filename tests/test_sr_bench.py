@@ -114,7 +114,7 @@ def test_sr_bench_entry_point_and_config_errors(tiny_bench, tmp_path):
     run_entry('sr_bench.py', write_yaml(tmp_path / 'bench.yml', cfg), tmp_path)
     assert 'disabled in the config' in (tmp_path / 'results' / 'bench' / 'results.md').read_text()
     broken = dict(cfg, methods=[{'name': 'x', 'type': 'generator'}])
-    with pytest.raises(ValueError, match=r"methods\[0\] \('x'\) needs 'network_g' and 'path'"):
+    with pytest.raises(ValueError, match=r"methods\[0\] \('x'\) needs 'path'"):
         load_config(write_yaml(tmp_path / 'broken.yml', broken))
     with open(tmp_path / 'typo.yml', 'w') as f:
         yaml.safe_dump(dict(cfg, methods=[{'name': 'x', 'type': 'generator', 'path': 'g.pth',

@@ -6,7 +6,7 @@ by name, atomic checkpoint writes), so segsr's models behave the same whether or
 scheduler families. The helpers here read option blocks without mutating them, accept any ``torch.optim`` optimizer
 and ``torch.optim.lr_scheduler`` scheduler, and load/freeze auxiliary networks in one place.
 """
-import os
+from collections.abc import Mapping
 from typing import Iterable, List, Optional
 
 import torch
@@ -24,6 +24,13 @@ class SegsrModelMixin:
 
     save_network = checkpoint.save_network  # atomic writes that raise on failure
     save_training_state = checkpoint.save_training_state
+
+    def save_task_network(self, current_iter: int) -> None:
+        """Save ``net_task`` with its ``network_task`` block inside, so the file says what it holds.
+
+        ``segsr-infer --seg net_task_latest.pth`` then needs no ``--seg-network`` (see :mod:`segsr.utils.checkpoint`).
+        """
+        self.save_network(self.net_task, 'net_task', current_iter, network=self.opt['network_task'])
 
     def model_to_device(self, net: nn.Module) -> nn.Module:
         """Move ``net`` to ``self.device``; wrap in DDP (``device_ids`` only on CUDA) or DataParallel as configured."""
@@ -138,20 +145,40 @@ def load_checkpoint(net: nn.Module, path: str, param_key: Optional[str] = 'param
                     strict: bool = True) -> None:
     """Load a BasicSR checkpoint (``{'params': ..}`` / ``{'params_ema': ..}``) or a plain state dict into ``net``.
 
-    ``param_key`` is used when the file has it; otherwise the first of ``params_ema``, ``params``, ``state_dict``,
-    ``model`` present, else the file itself (see :func:`segsr.archs.task_net_util.extract_state_dict`).
+    The file is read by :func:`segsr.utils.checkpoint.read_checkpoint` (``.pth`` with ``weights_only=True``, or
+    ``.safetensors``); see :func:`load_state_from_checkpoint` for the key rules.
 
     Raises:
         FileNotFoundError / ValueError: naming ``option_name`` and the file.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Option '{option_name}': checkpoint file '{path}' does not exist.")
+    load_state_from_checkpoint(net, checkpoint.read_checkpoint(path, option_name), path, param_key, option_name,
+                               strict)
+
+
+def load_state_from_checkpoint(net: nn.Module, ckpt: Mapping, path: str, param_key: Optional[str] = 'params',
+                               option_name: str = 'path', strict: bool = True) -> None:
+    """Load the state dict held by an already read checkpoint into ``net``.
+
+    ``param_key`` is used when the checkpoint has it; otherwise the first of ``params_ema``, ``params``,
+    ``state_dict``, ``model`` present, else the checkpoint itself (see
+    :func:`segsr.archs.task_net_util.extract_state_dict`).
+
+    Args:
+        net: Network to load into.
+        ckpt: What :func:`segsr.utils.checkpoint.read_checkpoint` returned for ``path``.
+        path: The file, named in errors and in the log.
+        param_key: Preferred key of the nested state dict.
+        option_name: Option that named the file, for errors.
+        strict: Require exactly the network's keys.
+
+    Raises:
+        ValueError: naming ``option_name`` and the file.
+    """
+    key = param_key if param_key in ckpt else None
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-        key = param_key if isinstance(checkpoint, dict) and param_key in checkpoint else None
-        state = extract_state_dict(checkpoint, path, key)
-    except Exception as err:  # corrupt or foreign file
-        raise ValueError(f"Option '{option_name}': cannot read checkpoint '{path}': {err}") from err
+        state = extract_state_dict(ckpt, path, key)
+    except ValueError as err:
+        raise ValueError(f"Option '{option_name}': {err}") from err
     try:
         net.load_state_dict(state, strict=strict)
     except RuntimeError as err:

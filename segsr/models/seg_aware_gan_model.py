@@ -119,7 +119,7 @@ class SegAwareGANModel(TDPMixin, TaskValidationMixin, GANStepMixin, SRGANModel):
 
     def save(self, epoch: int, current_iter: int) -> None:
         if getattr(self, 'net_task', None) is not None:
-            self.save_network(self.net_task, 'net_task', current_iter)
+            self.save_task_network(current_iter)
         super().save(epoch, current_iter)
 
     # ------------------------------------------------------------------------------------------- validation

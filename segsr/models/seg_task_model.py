@@ -148,5 +148,5 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
                            seg=self.seg.detach().cpu())
 
     def save(self, epoch: int, current_iter: int) -> None:
-        self.save_network(self.net_task, 'net_task', current_iter)
+        self.save_task_network(current_iter)
         self.save_training_state(epoch, current_iter)

@@ -256,7 +256,7 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
 
     def save(self, epoch: int, current_iter: int) -> None:
         """Save ``net_task`` and then ``net_g`` (+ EMA) and the training state (both optimizers and schedulers)."""
-        self.save_network(self.net_task, 'net_task', current_iter)
+        self.save_task_network(current_iter)
         super().save(epoch, current_iter)
 
     def test(self) -> None:

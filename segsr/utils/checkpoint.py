@@ -1,12 +1,19 @@
-"""Atomic checkpoint writing for BasicSR models.
+"""Checkpoint files: atomic writing for BasicSR models, and reading that never runs code from the file.
 
 BasicSR writes ``net_g_latest.pth`` and ``N.state`` in place, so a crash mid-write leaves a truncated file that a
 later ``--auto_resume`` picks up. Here every file is written to a temporary name in the same folder, flushed to
 disk and then renamed over the target (``os.replace`` is atomic on POSIX and Windows).
+
+A network checkpoint written here is ``{param_key: state_dict}`` (BasicSR's layout) plus, when the caller gives it,
+``'network'``: the network block it was built from (plain dicts, lists, numbers and strings, so it loads with
+``weights_only=True``), which makes the file self-describing. Loaders that take a state dict by its key (BasicSR's
+``load_network``, :func:`segsr.archs.task_net_util.extract_state_dict`, spandrel) ignore the extra key.
 """
+import json
 import os
 import tempfile
-from typing import Any, List, Union
+from collections.abc import Mapping
+from typing import Any, List, Optional, Union
 
 import torch
 from basicsr.utils.dist_util import master_only
@@ -45,17 +52,65 @@ def bare_state_dict(net: torch.nn.Module) -> dict:
     return state
 
 
+def read_checkpoint(path: str, option_name: str = 'checkpoint') -> Mapping:
+    """Read a checkpoint on the CPU without running code from it.
+
+    ``.safetensors`` files are read with ``safetensors.torch.load_file``; every other file with ``torch.load(...,
+    weights_only=True)``, which accepts tensors and plain containers only: a pickle that would build other objects
+    (and so could run code) is refused, not executed.
+
+    Args:
+        path: File path (``~`` is expanded).
+        option_name: Option or argument that named the file, for error messages.
+
+    Returns:
+        What the file holds (a state dict, or a dict nesting one).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a readable checkpoint (corrupt, truncated, not a checkpoint, or a pickle of
+            anything but tensors and plain containers), naming the file.
+    """
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Option '{option_name}': checkpoint file '{path}' does not exist.")
+    try:
+        if path.lower().endswith('.safetensors'):
+            from safetensors.torch import load_file
+
+            return load_file(path, device='cpu')
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # UnpicklingError, SafetensorError, RuntimeError, EOFError, ... name the file
+        raise ValueError(f"Option '{option_name}': '{path}' is not a readable checkpoint (read with weights_only=True:"
+                         f' tensors and plain containers only, no code runs): {type(err).__name__}: {err}') from err
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"Option '{option_name}': '{path}' holds a {type(checkpoint).__name__}, not a state dict.")
+    return checkpoint
+
+
+def plain_block(block: Mapping) -> dict:
+    """A JSON-plain deep copy of a network option block (what ``weights_only=True`` loading accepts)."""
+    return json.loads(json.dumps(dict(block)))
+
+
 @master_only
 def save_network(self, net: Union[torch.nn.Module, List[torch.nn.Module]], net_label: str, current_iter: int,
-                 param_key: Union[str, List[str]] = 'params') -> None:
-    """Drop-in replacement of ``BaseModel.save_network`` that writes atomically and raises on failure."""
+                 param_key: Union[str, List[str]] = 'params', network: Optional[Mapping] = None) -> None:
+    """Drop-in replacement of ``BaseModel.save_network`` that writes atomically and raises on failure.
+
+    Args:
+        network: The network's option block; when given it is saved under ``'network'`` (see the module doc).
+    """
     iter_name = 'latest' if current_iter == -1 else current_iter
     save_path = os.path.join(self.opt['path']['models'], f'{net_label}_{iter_name}.pth')
     nets = net if isinstance(net, list) else [net]
     keys = param_key if isinstance(param_key, list) else [param_key]
     if len(nets) != len(keys):
         raise ValueError(f'save_network: {len(nets)} networks but {len(keys)} param keys for {net_label}.')
-    atomic_torch_save({key: bare_state_dict(n) for n, key in zip(nets, keys)}, save_path)
+    payload = {key: bare_state_dict(n) for n, key in zip(nets, keys)}
+    if network is not None:
+        payload['network'] = plain_block(network)
+    atomic_torch_save(payload, save_path)
 
 
 @master_only

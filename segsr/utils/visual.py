@@ -97,3 +97,31 @@ def save_rgb(path: str, rgb: np.ndarray) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise OSError(f'could not write image {path}')
+
+
+def overlay(rgb: np.ndarray, label: np.ndarray, palette: Optional[Sequence[Sequence[int]]] = None,
+            num_classes: Optional[int] = None, opacity: float = 0.5) -> np.ndarray:
+    """Blend the palette colours of a class map over an RGB uint8 image of the same size (``opacity`` of colour)."""
+    colours = colorize(label, palette, num_classes).astype(np.float32)
+    return (rgb.astype(np.float32) * (1 - opacity) + colours * opacity).round().astype(np.uint8)
+
+
+def save_palette_png(path: str, label: np.ndarray, palette: Optional[Sequence[Sequence[int]]] = None,
+                     num_classes: Optional[int] = None) -> None:
+    """Write a class map (values 0..255) as an 8-bit palette PNG (Pillow mode ``P``): pixel values are class ids.
+
+    Args:
+        path: Output file (folders are created).
+        label: ``H x W`` integer class map.
+        palette: ``N x 3`` RGB colours; default :func:`default_palette` of ``num_classes``.
+        num_classes: Palette size when ``palette`` is None.
+    """
+    from PIL import Image
+
+    if palette is None:
+        palette = default_palette(num_classes or int(np.max(label, initial=0)) + 1)
+    flat = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:256].reshape(-1).tolist()
+    img = Image.fromarray(np.asarray(label, dtype=np.uint8))
+    img.putpalette(flat)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    img.save(path, format='PNG')
