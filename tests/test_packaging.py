@@ -128,6 +128,9 @@ def test_segsr_models_train_identically_without_the_basicsr_fixes(tiny_data, tmp
     for name, plain in saved['plain'].items():
         fixed = saved['fixed'][name]
         for key in plain:
+            if key == 'network':  # net_task files record their option block (segsr.utils.checkpoint)
+                assert plain[key] == fixed[key], name
+                continue
             for param in plain[key]:
                 assert torch.equal(plain[key][param], fixed[key][param]), f'{name} {key}.{param}'
 

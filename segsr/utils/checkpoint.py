@@ -89,8 +89,11 @@ def read_checkpoint(path: str, option_name: str = 'checkpoint') -> Mapping:
 
 
 def plain_block(block: Mapping) -> dict:
-    """A JSON-plain deep copy of a network option block (what ``weights_only=True`` loading accepts)."""
-    return json.loads(json.dumps(dict(block)))
+    """A JSON-plain deep copy of a network option block (what ``weights_only=True`` loading accepts).
+
+    Values JSON cannot hold (none come from YAML options) are saved as their ``str``, so saving never fails.
+    """
+    return json.loads(json.dumps(dict(block), default=str))
 
 
 @master_only
