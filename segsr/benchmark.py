@@ -901,7 +901,8 @@ judge mIoU: the frozen judge (H->T task network, never seen by an SR method) on 
 evaluation images; deployed mIoU: the deployed segmenter (the network SR for my segmenter, TDP, SeD and SR4IR use)
 on the same outputs. - S->T [95% CI]: the difference to S->T of the same seed, with the paired block-bootstrap 95%
 interval (blocks of consecutive frames resampled, mIoU recomputed from the summed confusion matrices); for rows with
-several seeds: the mean over seeds, the interval of the first seed, and how many seeds have a positive difference.
+several seeds: the mean over seeds, the smallest..largest seed's difference, and how many seeds have their whole
+interval above 0 (every seed's interval: results.json).
 Values with several seeds are means (± sample sd). own mIoU: the method's own task network on its SR output (SR4IR:
 its task net; SegAwareGAN and the combination: the discriminator's segmentation head). PSNR/SSIM: Y channel,
 scale-pixel border; NIQE: lower is better. s / iter: one training step on a fixed random batch (the fine-tuning batch
@@ -928,16 +929,16 @@ def _mean_sd(summary: dict, name: str, digits: int) -> str:
 
 
 def _delta(record: dict, name: str) -> str:
-    """Difference to S->T: ``+1.23 [+0.40, +2.10]`` (one seed) or the mean with the first seed's interval and the
-    number of seeds above 0."""
+    """Difference to S->T: ``+1.23 [+0.40, +2.10]`` (one seed), or with several seeds the mean, the range of the
+    per-seed differences and how many seeds have their whole interval above 0: ``+1.33 (+0.03..+2.32; CI>0 2/3)``."""
     if record['key'] == REFERENCE:
         return '—'
-    runs = record['runs']
-    cis = [run['intervals'][f'{name}_vs_s2t'] for run in runs]
-    text = f"{np.mean([c['diff'] for c in cis]):+.2f} [{cis[0]['low']:+.2f}, {cis[0]['high']:+.2f}]"
-    if len(runs) > 1:
-        text += f" ({sum(c['diff'] > 0 for c in cis)}/{len(runs)} > 0)"
-    return text
+    cis = [run['intervals'][f'{name}_vs_s2t'] for run in record['runs']]
+    diffs = [c['diff'] for c in cis]
+    if len(cis) == 1:
+        return f"{diffs[0]:+.2f} [{cis[0]['low']:+.2f}, {cis[0]['high']:+.2f}]"
+    above = sum(c['low'] > 0 for c in cis)
+    return f'{np.mean(diffs):+.2f} ({min(diffs):+.2f}..{max(diffs):+.2f}; CI>0 {above}/{len(cis)})'
 
 
 def markdown_table(records: List[dict]) -> str:

@@ -136,6 +136,18 @@ def test_profile_with_a_base_states_only_what_it_changes(tmp_path):
         {k: v for k, v in reference['s2t_s0'].items() if k not in ('name', 'path')}
 
 
+def test_difference_column_one_seed_and_several():
+    from segsr.benchmark import _delta
+
+    def run(diff, low, high):
+        return {'intervals': {'judge_vs_s2t': {'diff': diff, 'low': low, 'high': high}}}
+
+    assert _delta({'key': 'sed', 'runs': [run(1.5, 0.25, 2.5)]}, 'judge') == '+1.50 [+0.25, +2.50]'
+    several = {'key': 'sed', 'runs': [run(2.32, 1.76, 2.78), run(0.03, -0.5, 0.6), run(1.63, 1.0, 2.2)]}
+    assert _delta(several, 'judge') == '+1.33 (+0.03..+2.32; CI>0 2/3)'
+    assert _delta({'key': 's2t', 'runs': []}, 'judge') == '—'
+
+
 @pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(REPO, 'options', 'benchmark', '*.yml'))), ids=os.path.basename)
 def test_shipped_ablation_profiles_build(path):
     profile = load_profile(path)
