@@ -70,7 +70,8 @@ from segsr.utils.visual import save_rgb
 PROFILE_PACKAGE = 'segsr.benchmark_profiles'
 REQUIRED_KEYS = ('name', 'data', 'judge', 'deployed', 'generator', 'l1', 'finetune')
 STAGE_KEYS = ('iters', 'batch', 'gt_size', 'lr')
-START_STEPS = ('judge', 'deployed', 'l1')  # trained once per options, cached across profiles, seeds and reruns
+START_STEPS = ('judge', 'deployed', 'l1', 'disc')  # trained once per options, cached across profiles, seeds, reruns
+OPTIONAL_START = 'disc'  # the task-branch warm start: only with finetune.task_d_warm_start
 FINETUNE_STEPS = ('s2t', 'esrgan', 'segaware', 'sr4ir', 'sed', 'combo', 'sfms')  # from the L1 start, per seed
 TRAIN_STEPS = START_STEPS + FINETUNE_STEPS
 REFERENCE = 's2t'  # every interval is a difference to S->T of the same seed
@@ -162,8 +163,11 @@ def _check_profile(profile: dict, path: str) -> None:
     for key in REQUIRED_KEYS:
         if key not in profile:
             raise ValueError(f"{path}: key '{key}' is required.")
-    for stage in ('judge', 'deployed', 'l1', 'finetune'):
-        missing = [k for k in STAGE_KEYS if k not in (profile[stage] or {})]
+    stages = {s: profile[s] for s in ('judge', 'deployed', 'l1', 'finetune')}
+    if profile['finetune'].get('task_d_warm_start') is not None:
+        stages['finetune.task_d_warm_start'] = profile['finetune']['task_d_warm_start']
+    for stage, values in stages.items():
+        missing = [k for k in STAGE_KEYS if k not in (values or {})]
         if missing:
             raise ValueError(f"{path}: '{stage}' needs keys {missing}.")
     if profile['finetune']['gt_size'] not in (128, 256):
@@ -331,8 +335,10 @@ class OptionBuilder:
         self.scale = int(profile.get('scale', 4))
         self.num_classes = data.num_classes
         overrides = profile.get('overrides') or {}
-        self._start_opts = {k: deep_merge(opt, overrides.get(k) or {}) for k, opt in (
-            ('judge', self.task_opt('judge', 0)), ('deployed', self.task_opt('deployed', 1)), ('l1', self.l1_opt()))}
+        self.start_steps = [s for s in START_STEPS if s != OPTIONAL_START or self.warm_start]
+        builders = dict(judge=lambda: self.task_opt('judge', 0), deployed=lambda: self.task_opt('deployed', 1),
+                        l1=self.l1_opt, disc=self.disc_opt)
+        self._start_opts = {k: deep_merge(builders[k](), overrides.get(k) or {}) for k in self.start_steps}
 
     # ids, folders and checkpoints
     def seeds_of(self, step: str) -> List[int]:
@@ -342,7 +348,7 @@ class OptionBuilder:
 
     def step_ids(self) -> List[str]:
         """Every training run in run order: the starting points, then each fine-tuned row per seed."""
-        return list(START_STEPS) + [f'{s}_s{seed}' for s in self.rows for seed in self.seeds_of(s)]
+        return list(self.start_steps) + [f'{s}_s{seed}' for s in self.rows for seed in self.seeds_of(s)]
 
     @staticmethod
     def base_step(step_id: str) -> str:
@@ -352,6 +358,17 @@ class OptionBuilder:
         if step_id in START_STEPS:
             return osp.join(self.cache_dir, f'{step_id}-{options_key(self._start_opts[step_id])}')
         return osp.join(self.out_dir, 'runs', step_id)
+
+    @property
+    def warm_start(self) -> Optional[dict]:
+        """``finetune.task_d_warm_start``: the stage that trains the task-branch discriminator's segmentation head on
+        HR images before SegAwareGAN fine-tunes from it (None: the discriminator starts from scratch)."""
+        return self.p['finetune'].get('task_d_warm_start')
+
+    @staticmethod
+    def start_net(step_id: str) -> str:
+        """The network label a starting point's checkpoint is saved under (``net_<label>_latest.pth``)."""
+        return 'g' if step_id == 'l1' else 'task'
 
     def checkpoint(self, step_id: str, net: str, iteration: Optional[int] = None) -> str:
         if step_id in self.starts and iteration is None:
@@ -394,11 +411,17 @@ class OptionBuilder:
 
     def task_opt(self, stage_name: str, seed_offset: int) -> dict:
         """H->T task network training (``SegTaskModel`` on HR crops): the judge and the deployed network."""
-        stage = self.p[stage_name]
-        opt = self.base(stage_name, 'SegTaskModel', stage, stage['iters'], self.seed + seed_offset)
+        return self._seg_training(stage_name, self.p[stage_name], self.task_network(stage_name), seed_offset)
+
+    def disc_opt(self) -> dict:
+        """The task-branch warm start: SegAwareGAN's discriminator, its segmentation head trained on HR crops."""
+        return self._seg_training('disc', self.warm_start, self.seg_aware_d(semantic=False), 2)
+
+    def _seg_training(self, step_id: str, stage: dict, network: dict, seed_offset: int) -> dict:
+        opt = self.base(step_id, 'SegTaskModel', stage, stage['iters'], self.seed + seed_offset)
         opt['task_input'] = 'hr'
         opt['datasets']['train']['lq_downsample'] = 'torch'  # the LR image is unused
-        opt['network_task'] = self.task_network(stage_name)
+        opt['network_task'] = network
         opt['train'].update(optim_task=dict(type='AdamW', lr=float(stage['lr']), weight_decay=1e-4),
                             scheduler=dict(type='OneCycleLR', pct_start=0.15),
                             seg_opt=dict(type='SegCrossEntropyLoss', ignore_index=self.data.ignore_index))
@@ -487,6 +510,9 @@ class OptionBuilder:
     def segaware(self, step_id: str, seed: int) -> dict:
         opt = self.gan_opt(step_id, 'SegAwareGANModel', self.seg_aware_d(semantic=False), seed)
         opt['train'].update(self.task_losses())
+        if self.warm_start:
+            opt['path'].update(pretrain_network_d=self.checkpoint('disc', 'task'), param_key_d='params',
+                               strict_load_d=True)
         return opt
 
     def sed(self, step_id: str, seed: int) -> dict:
@@ -649,7 +675,7 @@ class Benchmark:
         if step_id in self.builder.starts:
             self.logger.info(f'{step_id}: using the given checkpoint {self.builder.starts[step_id]}')
             return
-        expected = self.builder.checkpoint(step_id, 'task' if base in ('judge', 'deployed') else 'g')
+        expected = self.builder.checkpoint(step_id, self.builder.start_net(base) if base in START_STEPS else 'g')
         done = self.train_record(step_id)
         if done and osp.isfile(expected):
             where = f' (cached: {self.builder.run_dir(step_id)})' if step_id in START_STEPS else ''
@@ -833,7 +859,7 @@ class Benchmark:
         threads = torch.get_num_threads()
         machine = (torch.cuda.get_device_name(self.device) if self.device.type == 'cuda' else
                    f'CPU, {os.cpu_count()} cores ({threads} torch threads)')
-        starts = {s: self.builder.checkpoint(s, 'task' if s != 'l1' else 'g') for s in START_STEPS}
+        starts = {s: self.builder.checkpoint(s, self.builder.start_net(s)) for s in self.builder.start_steps}
         return dict(
             title=f"{p['name']}: x{self.builder.scale} {self.data.name} {self.data.eval_split}, {num_images} images",
             profile=p['_path'], dataset=self.data.root, train_split=self.data.train_split,
@@ -875,7 +901,8 @@ judge mIoU: the frozen judge (H->T task network, never seen by an SR method) on 
 evaluation images; deployed mIoU: the deployed segmenter (the network SR for my segmenter, TDP, SeD and SR4IR use)
 on the same outputs. - S->T [95% CI]: the difference to S->T of the same seed, with the paired block-bootstrap 95%
 interval (blocks of consecutive frames resampled, mIoU recomputed from the summed confusion matrices); for rows with
-several seeds: the mean over seeds, the interval of the first seed, and how many seeds have a positive difference.
+several seeds: the mean over seeds, the smallest..largest seed's difference, and how many seeds have their whole
+interval above 0 (every seed's interval: results.json).
 Values with several seeds are means (± sample sd). own mIoU: the method's own task network on its SR output (SR4IR:
 its task net; SegAwareGAN and the combination: the discriminator's segmentation head). PSNR/SSIM: Y channel,
 scale-pixel border; NIQE: lower is better. s / iter: one training step on a fixed random batch (the fine-tuning batch
@@ -902,16 +929,16 @@ def _mean_sd(summary: dict, name: str, digits: int) -> str:
 
 
 def _delta(record: dict, name: str) -> str:
-    """Difference to S->T: ``+1.23 [+0.40, +2.10]`` (one seed) or the mean with the first seed's interval and the
-    number of seeds above 0."""
+    """Difference to S->T: ``+1.23 [+0.40, +2.10]`` (one seed), or with several seeds the mean, the range of the
+    per-seed differences and how many seeds have their whole interval above 0: ``+1.33 (+0.03..+2.32; CI>0 2/3)``."""
     if record['key'] == REFERENCE:
         return '—'
-    runs = record['runs']
-    cis = [run['intervals'][f'{name}_vs_s2t'] for run in runs]
-    text = f"{np.mean([c['diff'] for c in cis]):+.2f} [{cis[0]['low']:+.2f}, {cis[0]['high']:+.2f}]"
-    if len(runs) > 1:
-        text += f" ({sum(c['diff'] > 0 for c in cis)}/{len(runs)} > 0)"
-    return text
+    cis = [run['intervals'][f'{name}_vs_s2t'] for run in record['runs']]
+    diffs = [c['diff'] for c in cis]
+    if len(cis) == 1:
+        return f"{diffs[0]:+.2f} [{cis[0]['low']:+.2f}, {cis[0]['high']:+.2f}]"
+    above = sum(c['low'] > 0 for c in cis)
+    return f'{np.mean(diffs):+.2f} ({min(diffs):+.2f}..{max(diffs):+.2f}; CI>0 {above}/{len(cis)})'
 
 
 def markdown_table(records: List[dict]) -> str:

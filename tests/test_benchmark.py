@@ -84,7 +84,7 @@ def test_starting_points_are_cached_by_their_options():
     folder; another when its options change; user checkpoints replace it."""
     a, b = _builder(), OptionBuilder(deep_merge(load_profile('quick'), {'name': 'other', 'seeds': [5]}), DATA,
                                      '/elsewhere', 'cpu', '/cache')
-    assert all(a.run_dir(s) == b.run_dir(s) for s in START_STEPS)
+    assert a.start_steps == ['judge', 'deployed', 'l1'] and all(a.run_dir(s) == b.run_dir(s) for s in a.start_steps)
     assert a.run_dir('s2t_s0') == '/out/runs/s2t_s0'
     changed = _builder(l1={'iters': 4000})
     assert changed.run_dir('l1') != a.run_dir('l1') and changed.run_dir('judge') == a.run_dir('judge')
@@ -130,10 +130,22 @@ def test_profile_with_a_base_states_only_what_it_changes(tmp_path):
     assert list(opts) == ['judge', 'deployed', 'l1', 's2t_s0', 'sfms_s0']
     assert opts['sfms_s0']['train']['sr_ce_opt']['loss_weight'] == 0.05 and opts['sfms_s0']['train']['ema_decay'] == 0.98
     reference = _builder().all()
-    for step in START_STEPS:  # same starting points: the ablation reuses the cached ones
+    for step in builder.start_steps:  # same starting points: the ablation reuses the cached ones
         assert builder.run_dir(step) == _builder().run_dir(step)
     assert {k: v for k, v in opts['s2t_s0'].items() if k not in ('name', 'path')} == \
         {k: v for k, v in reference['s2t_s0'].items() if k not in ('name', 'path')}
+
+
+def test_difference_column_one_seed_and_several():
+    from segsr.benchmark import _delta
+
+    def run(diff, low, high):
+        return {'intervals': {'judge_vs_s2t': {'diff': diff, 'low': low, 'high': high}}}
+
+    assert _delta({'key': 'sed', 'runs': [run(1.5, 0.25, 2.5)]}, 'judge') == '+1.50 [+0.25, +2.50]'
+    several = {'key': 'sed', 'runs': [run(2.32, 1.76, 2.78), run(0.03, -0.5, 0.6), run(1.63, 1.0, 2.2)]}
+    assert _delta(several, 'judge') == '+1.33 (+0.03..+2.32; CI>0 2/3)'
+    assert _delta({'key': 's2t', 'runs': []}, 'judge') == '—'
 
 
 @pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(REPO, 'options', 'benchmark', '*.yml'))), ids=os.path.basename)
@@ -146,10 +158,21 @@ def test_shipped_ablation_profiles_build(path):
             assert deep_merge(opts[step_id], change) == opts[step_id]
 
 
-def test_task_branch_discriminator_width_is_its_own_key():
+def test_task_branch_discriminator_width_and_warm_start():
     opts = _builder().all()
     assert opts['segaware_s0']['network_d']['num_feat'] == opts['combo_s0']['network_d']['seg_hidden'] == 16
     assert opts['esrgan_s0']['network_d']['num_feat'] == opts['sed_s0']['network_d']['num_feat'] == 32
+    assert 'disc' not in opts and 'pretrain_network_d' not in opts['segaware_s0']['path']
+    warm = _builder(finetune={'task_d_warm_start': {'iters': 300, 'batch': 8, 'gt_size': 128, 'lr': 2e-3}})
+    opts = warm.all()
+    assert list(opts)[:4] == ['judge', 'deployed', 'l1', 'disc']
+    disc, segaware = opts['disc'], opts['segaware_s0']
+    assert disc['model_type'] == 'SegTaskModel' and disc['network_task'] == segaware['network_d']
+    assert disc['train']['total_iter'] == 300 and disc['manual_seed'] == 2
+    assert segaware['path']['pretrain_network_d'] == warm.checkpoint('disc', 'task') == \
+        os.path.join(warm.run_dir('disc'), 'models', 'net_task_latest.pth')
+    assert 'pretrain_network_d' not in opts['combo_s0']['path']  # its D is SeD-conditioned: no HR-only warm start
+    assert warm.run_dir('judge') == _builder().run_dir('judge')
 
 
 @pytest.mark.parametrize('change, match', [
@@ -166,6 +189,7 @@ def test_task_branch_discriminator_width_is_its_own_key():
     (lambda p: p.update(rows=['s2t', 'srgan']), r"'rows' = \['s2t', 'srgan'\]"),
     (lambda p: p.update(labels={'srgan': 'x'}), r"'labels' has unknown rows \['srgan'\]"),
     (lambda p: p.update(base='bad.yml'), "'base' chain loops"),
+    (lambda p: p['finetune'].update(task_d_warm_start={'iters': 10}), r"'finetune.task_d_warm_start' needs keys"),
 ])
 def test_bad_profile_is_refused_with_file_and_key(tmp_path, change, match):
     profile = load_profile('quick')
@@ -250,7 +274,7 @@ def _mtimes(tmp_path, out='out'):
     """Modification time of each training run's final checkpoint (starting points in the cache)."""
     builder = OptionBuilder(load_profile('smoke'), DataInfo(str(tmp_path / 'data'), 'synthetic', 4, 255, 'disk'),
                             str(tmp_path / out), 'cpu', str(tmp_path / 'cache'))
-    return {s: os.path.getmtime(builder.checkpoint(s, 'task' if s in ('judge', 'deployed') else 'g'))
+    return {s: os.path.getmtime(builder.checkpoint(s, builder.start_net(s) if s in START_STEPS else 'g'))
             for s in builder.step_ids()}
 
 
@@ -294,7 +318,7 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
     steps = OptionBuilder(load_profile('smoke'), DataInfo('', '', 4, 255, 'disk'), '', 'cpu', '').step_ids()
     for step in steps:  # every generated option file is a plain BasicSR option file
         assert yaml.safe_load((out / 'options' / f'{step}.yml').read_text())['name'] == f'benchmark_smoke_{step}'
-    assert sorted(p.split('-')[0] for p in os.listdir(tmp_path / 'cache')) == ['deployed', 'judge', 'l1']
+    assert sorted(p.split('-')[0] for p in os.listdir(tmp_path / 'cache')) == ['deployed', 'disc', 'judge', 'l1']
     assert 'niqe is undefined' not in log
 
     # a rerun redoes nothing
@@ -305,7 +329,7 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
 
     # another benchmark (another --out) with the same cache trains no starting point again
     log = _run_smoke(tmp_path, out='other')
-    assert log.count('(cached: ') == 3 and 'judge: training' not in log and 's2t_s0: training' in log
+    assert log.count('(cached: ') == 4 and 'judge: training' not in log and 's2t_s0: training' in log
 
     # an interrupted benchmark: one training run died after its last saved state, one row was not evaluated
     os.remove(out / 'state' / 'train_combo_s0.json')

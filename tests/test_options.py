@@ -28,7 +28,7 @@ def test_option_files_exist():
 def test_option_file_is_valid(path):
     with open(path) as f:
         opt = yaml.safe_load(f)
-    if 'generator' in opt and 'finetune' in opt:  # a benchmark profile: check every training step it generates
+    if ('generator' in opt and 'finetune' in opt) or 'base' in opt:  # a benchmark profile: check every step it makes
         from segsr.benchmark import DataInfo, OptionBuilder, load_profile
         data = DataInfo('/data', 'x', 7, 255, 'lmdb')
         for step, step_opt in OptionBuilder(load_profile(path), data, '/out', 'cpu').all().items():

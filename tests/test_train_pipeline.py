@@ -1,6 +1,7 @@
 """End-to-end runs through ``segsr/train.py`` / ``segsr/test.py`` as a user would call them (CPU, tiny)."""
 import os
 
+import pytest
 import torch
 
 from conftest import NUM_CLASSES, logger_opt, read_log, run_entry, seg_dataset_opt, write_yaml
@@ -131,3 +132,26 @@ def test_seg_sr_model_reports_judge_miou_and_test_entry(tiny_data, tmp_path):
     assert 'judge_miou' in proc.stderr + proc.stdout or any(
         'judge_miou' in (tmp_path / 'results' / 'seg_sr_test' / f).read_text()
         for f in os.listdir(tmp_path / 'results' / 'seg_sr_test') if f.endswith('.log'))
+
+
+def test_seg_task_model_warm_starts_a_task_branch_discriminator(tiny_data, tmp_path):
+    """SegTaskModel trains a SegAwareDiscriminator's segmentation head on HR (the task-branch warm start); the saved
+    net_task is a strict ``pretrain_network_d`` for the same discriminator. A SeD-conditioned one is refused."""
+    from segsr.archs.seg_aware_discriminator_arch import SegAwareDiscriminator
+    from segsr.models.base import load_checkpoint
+    from segsr.models.seg_task_model import SegTaskModel
+
+    d_opt = {'type': 'SegAwareDiscriminator', 'num_classes': NUM_CLASSES, 'num_feat': 8, 'seg_hidden': 8}
+    opt = seg_task_opt(tiny_data, total_iter=2, name='disc_warm', network_task=dict(d_opt))
+    run_entry('train.py', write_yaml(tmp_path / 'd.yml', opt), tmp_path)
+    exp = tmp_path / 'experiments' / 'disc_warm'
+    assert '# miou:' in read_log(exp)
+    disc = SegAwareDiscriminator(**{k: v for k, v in d_opt.items() if k != 'type'})
+    before = {k: v.clone() for k, v in disc.seg_head.state_dict().items()}
+    load_checkpoint(disc, str(exp / 'models' / 'net_task_latest.pth'), 'params', 'path.pretrain_network_d')
+    assert any(not torch.equal(before[k], v) for k, v in disc.seg_head.state_dict().items())
+
+    bad = dict(opt, network_task=dict(d_opt, semantic_dim=16), is_train=False, dist=False, rank=0, world_size=1)
+    bad['num_gpu'] = 0
+    with pytest.raises(ValueError, match="'network_task' is a semantic-conditioned discriminator"):
+        SegTaskModel(bad)

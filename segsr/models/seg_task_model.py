@@ -13,7 +13,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from segsr.metrics import ConfusionMatrix
 from segsr.models.base import SegsrModelMixin, check_num_classes
-from segsr.models.task_eval import class_names_of, log_per_class_iou, record_best_metrics, seg_picture
+from segsr.models.task_eval import class_names_of, log_per_class_iou, record_best_metrics, seg_logits, seg_picture
 from segsr.utils.visual import save_rgb
 
 TASK_INPUTS = ('hr', 'lq_bicubic')
@@ -29,7 +29,10 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
     """Segmentation network trained on HR images or on bicubic-upsampled LR images.
 
     Options:
-        network_task: Task network block (e.g. ``{type: SegUNet, num_classes: 11}``); saved as ``net_task``.
+        network_task: Task network block (e.g. ``{type: SegUNet, num_classes: 11}``); saved as ``net_task``. A
+            :class:`~segsr.archs.seg_aware_discriminator_arch.SegAwareDiscriminator` (no semantic input) works too:
+            its segmentation head (output ``'seg'``) is trained on the task, which warm-starts the segmentation-aware
+            GAN's task branch (``path.pretrain_network_d`` = the saved ``net_task``).
         task_input: ``hr`` (H->T, default) or ``lq_bicubic`` (L->T: the dataset's LR image upsampled by bicubic).
         train.seg_opt: Loss block, e.g. ``{type: SegCrossEntropyLoss, ignore_index: 255}``.
         train.aux_weight: Weight of the same loss on the aux head's logits when the net has one. Default: 0.4.
@@ -46,6 +49,9 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
         if not isinstance(net_opt, dict):
             raise ValueError("Option 'network_task' (the segmentation network block) is required by SegTaskModel.")
         self.net_task = build_network(net_opt)
+        if getattr(self.net_task, 'semantic_dim', None):
+            raise ValueError("Option 'network_task' is a semantic-conditioned discriminator (semantic_dim = "
+                             f'{self.net_task.semantic_dim}); SegTaskModel feeds images only: drop semantic_dim.')
         self.num_classes = int(self.net_task.num_classes)
         check_num_classes(opt, self.num_classes, 'network_task.num_classes')
         self.net_task = self.model_to_device(self.net_task)
@@ -64,7 +70,7 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
         if not train_opt.get('seg_opt'):
             raise ValueError("Option 'train.seg_opt' (e.g. {type: SegCrossEntropyLoss}) is required by SegTaskModel.")
         self.cri_seg = build_loss(train_opt['seg_opt']).to(self.device)
-        self.aux_weight = float(train_opt.get('aux_weight', 0.4)) if self.bare_net.has_aux else 0.0
+        self.aux_weight = float(train_opt.get('aux_weight', 0.4)) if getattr(self.bare_net, 'has_aux', False) else 0.0
         self.optimizer_task = self.build_optimizer('optim_task', self.net_task.parameters())
         self.setup_schedulers()
 
@@ -88,7 +94,7 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
         self.optimizer_task.zero_grad()
         out = self.net_task(self.task_image())
         loss_dict = OrderedDict()
-        l_total = l_seg = self.cri_seg(out['out'], self.seg)
+        l_total = l_seg = self.cri_seg(seg_logits(out), self.seg)
         loss_dict['l_seg'] = l_seg
         if self.aux_weight > 0 and 'aux' in out:
             l_aux = self.aux_weight * self.cri_seg(out['aux'], self.seg)
@@ -103,7 +109,7 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
         net = self.bare_net  # bare module: no DDP buffer broadcast on a single validating rank
         was_training = net.training
         net.eval()
-        self.output = net(self.task_image())['out']
+        self.output = seg_logits(net(self.task_image()))
         net.train(was_training)
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:

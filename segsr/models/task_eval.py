@@ -14,13 +14,13 @@ Option block (``val.judge``)::
 """
 import os
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, tensor2img
-from torch import nn
+from torch import Tensor, nn
 
 from segsr.metrics import ConfusionMatrix
 from segsr.models.base import check_num_classes, freeze, load_checkpoint
@@ -44,8 +44,17 @@ def build_judge(judge_opt: dict, device: torch.device, option_name: str = 'val.j
     return freeze(net.to(device))
 
 
+def seg_logits(out: Union[Tensor, Dict[str, Tensor]]) -> Tensor:
+    """Class logits of a task network's output: ``out['out']``, a segmentation-aware discriminator's ``out['seg']``,
+    or plain logits."""
+    if not isinstance(out, dict):
+        return out
+    return out['out'] if 'out' in out else out['seg']
+
+
 def network_predictor(net: nn.Module) -> Predictor:
-    """Wrap a task network (``forward(x)['out']`` or plain logits) as a predictor returning logits.
+    """Wrap a task network (``forward(x)['out']``, a task-branch discriminator's ``['seg']`` or plain logits) as a
+    predictor returning logits.
 
     The network runs in eval mode (a network that is training, e.g. SR4IR's task net, is put back afterwards).
     """
@@ -57,7 +66,7 @@ def network_predictor(net: nn.Module) -> Predictor:
             out = net(img)
         finally:
             net.train(was_training)
-        return out['out'] if isinstance(out, dict) else out
+        return seg_logits(out)
 
     return predict
 
