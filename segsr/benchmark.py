@@ -29,7 +29,10 @@ Profiles (shipped with the package in ``segsr/benchmark_profiles/<name>.yml``, o
 synthetic data, 2 iterations per step: CI), ``demo`` (synthetic street scenes, every row in minutes on a CPU:
 ``scripts/demo.sh``), ``quick`` (CamVid on CPU), ``full`` (CamVid on a CUDA GPU, bf16 autocast). CamVid profiles
 prepare ``data.root`` from ``--source`` (the SegNet-layout CamVid folder) when it is not prepared yet, and train on
-``seq_train`` / score on ``seq_dev`` (video sequences disjoint from training).
+``seq_train`` / score on ``seq_dev`` (video sequences disjoint from training). A profile with ``base: <profile>``
+states only what it changes (``rows`` picks fine-tuned rows, ``labels`` renames them: the ablations in
+``options/benchmark/``); ``finetune.task_d_warm_start`` adds the cached starting point ``disc`` (SegAwareGAN's
+discriminator with its segmentation head trained on HR crops, SegAwareGAN's ``pretrain_network_d``).
 """
 import argparse
 import hashlib
