@@ -140,13 +140,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model = load_generator(args.model, args.network, 'cpu', option_name='--model', network_option='--network')
     export_onnx(model, args.output, args.opset)
     diffs = check_onnx(model, args.output, args.check_shapes)
-    print(f'{args.output}: {model.source}, x{model.scale}, opset {args.opset}, dynamic batch/height/width'
-          + (f' (multiples of {model.multiple_of})' if model.multiple_of > 1 else ''))
+    sys.stdout.write(check_report(model, args, diffs))  # the command's result (as segsr.step_bench writes its JSON)
+    return 0 if all(d <= args.tolerance for d in diffs) else 1
+
+
+def check_report(model: LoadedNetwork, args: argparse.Namespace, diffs: Sequence[float]) -> str:
+    """The export's summary line and one line per check shape with its max abs difference and verdict."""
+    lines = [f'{args.output}: {model.source}, x{model.scale}, opset {args.opset}, dynamic batch/height/width'
+             + (f' (multiples of {model.multiple_of})' if model.multiple_of > 1 else '')]
     for shape, diff in zip(args.check_shapes, diffs):
         verdict = 'ok' if diff <= args.tolerance else f'ABOVE tolerance {args.tolerance:g}'
-        print(f'  input {"x".join(map(str, _round_shape(shape, model.multiple_of)))}: max |onnxruntime - torch| = '
-              f'{diff:.3g} ({verdict})')
-    return 0 if all(d <= args.tolerance for d in diffs) else 1
+        lines.append(f'  input {"x".join(map(str, _round_shape(shape, model.multiple_of)))}: max |onnxruntime - '
+                     f'torch| = {diff:.3g} ({verdict})')
+    return '\n'.join(lines) + '\n'
 
 
 if __name__ == '__main__':

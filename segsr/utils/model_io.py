@@ -71,8 +71,13 @@ class LoadedNetwork:
         h, w = x.shape[-2:]
         padded = pad_to_multiple(x, self.multiple_of, self.min_size)
         out = self.net(padded.clone() if padded is x else padded)
-        out = out['out'] if isinstance(out, dict) else out
+        out = main_output(out)
         return out[..., :h * self.scale, :w * self.scale]
+
+
+def main_output(out: Union[Tensor, Mapping]) -> Tensor:
+    """A network's image or logits tensor: the output itself, or ``out['out']`` for networks that return a dict."""
+    return out['out'] if isinstance(out, Mapping) else out
 
 
 def pad_to_multiple(x: Tensor, multiple: int, min_size: int = 1) -> Tensor:
@@ -206,7 +211,7 @@ def _probe_scale(net: nn.Module, block: dict, device: torch.device) -> int:
     """Scale of a network whose block declares none: output height of a 16 x 16 input / 16."""
     channels = int(block.get('num_in_ch', block.get('in_chans', block.get('in_channels', 3))))
     out = net(torch.zeros(1, channels, 16, 16, device=device))
-    out = out['out'] if isinstance(out, dict) else out
+    out = main_output(out)
     return max(1, out.shape[-2] // 16)
 
 
