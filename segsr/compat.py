@@ -13,9 +13,10 @@ is applied once and is idempotent.
 Fixes:
     1. ``basicsr.data.degradations`` imports ``torchvision.transforms.functional_tensor`` (removed from
        torchvision 0.17): a shim module re-exports ``rgb_to_grayscale`` from ``functional``. Applied on import.
-    2. ``basicsr.train.load_resume_state`` maps the state to ``torch.cuda.current_device()`` (fails on CPU) and
-       looks for ``--auto_resume`` states relative to the working directory: replaced by a device-aware loader
-       that looks in ``opt['path']['training_states']``.
+    2. ``basicsr.train.load_resume_state`` maps the state to ``torch.cuda.current_device()`` (fails on CPU), looks
+       for ``--auto_resume`` states relative to the working directory and unpickles anything: replaced by
+       :func:`segsr.utils.resume.find_resume_state` (``opt['path']['training_states']``, ``weights_only=True``,
+       damaged states skipped). segsr's own training loop does not use it.
     3. ``basicsr.utils.dist_util`` always uses NCCL and ``torch.cuda.set_device``: on a machine without CUDA the
        pytorch launcher now uses gloo; ``BaseModel.model_to_device`` wraps in DDP without ``device_ids`` on CPU.
     4. ``BaseModel.get_optimizer`` knows only Adam: any ``torch.optim`` optimizer is accepted by class name.
@@ -56,30 +57,21 @@ def install_functional_tensor_shim() -> None:
 
 
 def _load_resume_state(opt: dict):
-    """Device-aware replacement of ``basicsr.train.load_resume_state``."""
-    from basicsr.utils import check_resume, scandir
+    """Replacement of ``basicsr.train.load_resume_state``: CPU-safe, ``weights_only``, damaged states skipped.
 
-    resume_state_path = None
-    if opt['auto_resume']:
-        state_path = opt['path']['training_states']
-        if os.path.isdir(state_path):
-            states = [int(v[:-len('.state')]) for v in scandir(state_path, suffix='.state', recursive=False)
-                      if v[:-len('.state')].isdigit()]
-            if states:
-                resume_state_path = os.path.join(state_path, f'{max(states)}.state')
-                opt['path']['resume_state'] = resume_state_path
-    elif opt['path'].get('resume_state'):
-        resume_state_path = opt['path']['resume_state']
+    Used by ``basicsr.train.train_pipeline`` when a script drives it; segsr's own loop (``segsr.train``) does more
+    (exact resume, see :mod:`segsr.utils.resume`).
+    """
+    from basicsr.utils import check_resume
 
-    if resume_state_path is None:
+    from segsr.utils.resume import find_resume_state
+
+    resume = find_resume_state(opt)
+    if resume.state is None:
         return None
-    if not os.path.isfile(resume_state_path):
-        raise FileNotFoundError(f"path.resume_state: no training state at '{resume_state_path}'.")
-    device = torch.device('cuda', torch.cuda.current_device()) if opt['num_gpu'] != 0 else torch.device('cpu')
-    # Training states hold optimizer and scheduler objects written by our own runs.
-    resume_state = torch.load(resume_state_path, map_location=device, weights_only=False)
-    check_resume(opt, resume_state['iter'])
-    return resume_state
+    opt['path']['resume_state'] = resume.path
+    check_resume(opt, resume.state['iter'])
+    return resume.state
 
 
 def _init_dist_pytorch(backend: str = 'nccl', **kwargs) -> None:

@@ -40,6 +40,24 @@ def atomic_torch_save(obj: Any, path: str) -> None:
         raise
 
 
+def to_plain(obj, where: str = 'state'):
+    """Convert a state to what ``weights_only=True`` loads: tensors, numbers, strings, None, lists, tuples, dicts.
+
+    ``Counter`` (BasicSR's and torch's MultiStepLR milestones) becomes a dict. Anything else is a ``TypeError`` naming
+    where it sits, raised when the state is built (so at the first save, not at resume).
+    """
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return obj
+    if isinstance(obj, dict):  # OrderedDict and Counter included
+        return {k: to_plain(v, f'{where}[{k!r}]') for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [to_plain(v, f'{where}[{i}]') for i, v in enumerate(obj)]
+        return tuple(items) if isinstance(obj, tuple) else items
+    if isinstance(obj, torch.device):
+        return str(obj)
+    raise TypeError(f'{where}: a {type(obj).__name__} cannot be stored in a training state (plain data only).')
+
+
 def bare_state_dict(net: torch.nn.Module) -> dict:
     """CPU state dict of a (possibly DDP/DataParallel-wrapped) network without ``module.`` prefixes."""
     if isinstance(net, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
@@ -116,15 +134,33 @@ def save_network(self, net: Union[torch.nn.Module, List[torch.nn.Module]], net_l
     atomic_torch_save(payload, save_path)
 
 
-@master_only
-def save_training_state(self, epoch: int, current_iter: int) -> None:
-    """Drop-in replacement of ``BaseModel.save_training_state`` that writes atomically."""
-    if current_iter == -1:
-        return
+def training_state(model, epoch: int, current_iter: int) -> dict:
+    """What a training state holds, as plain data (:func:`to_plain`): loadable with ``weights_only=True``.
+
+    BasicSR's ``epoch``, ``iter``, ``optimizers`` and ``schedulers``; Real-ESRGAN's training-pair pool
+    (``queue_lr``, ``queue_gt``, ``queue_ptr``) when the model has one; and what the training loop adds through
+    ``model.loop_state()`` when it set that callable (position in the epoch, random generators, options; see
+    :mod:`segsr.train`).
+    """
     state = {
         'epoch': epoch,
         'iter': current_iter,
-        'optimizers': [o.state_dict() for o in self.optimizers],
-        'schedulers': [s.state_dict() for s in self.schedulers],
+        'optimizers': [o.state_dict() for o in model.optimizers],
+        'schedulers': [s.state_dict() for s in model.schedulers],
     }
-    atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+    if hasattr(model, 'queue_lr'):
+        state['pool'] = {'queue_lr': model.queue_lr.detach().cpu(), 'queue_gt': model.queue_gt.detach().cpu(),
+                         'queue_ptr': int(model.queue_ptr)}
+    loop_state = getattr(model, 'loop_state', None)
+    if loop_state is not None:
+        state.update(loop_state())
+    return to_plain(state)
+
+
+@master_only
+def save_training_state(self, epoch: int, current_iter: int) -> None:
+    """Drop-in replacement of ``BaseModel.save_training_state``: atomic, plain data (see :func:`training_state`)."""
+    if current_iter == -1:
+        return
+    atomic_torch_save(training_state(self, epoch, current_iter),
+                      os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))

@@ -11,12 +11,12 @@ import torch
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import segsr  # noqa: E402
-import basicsr.train  # noqa: E402
+import segsr.train  # noqa: E402
 
 segsr.apply_basicsr_fixes()  # as segsr/train.py does
 
 _built = {}
-_build_model = basicsr.train.build_model
+_build_model = segsr.train.build_model
 
 
 def _capture(opt):
@@ -24,8 +24,8 @@ def _capture(opt):
     return _built['model']
 
 
-basicsr.train.build_model = _capture
-basicsr.train.train_pipeline(os.getcwd())
+segsr.train.build_model = _capture
+segsr.train.train_pipeline(os.getcwd())
 model = _built['model']
 dump = {}
 for name in os.environ['PROBE_NETS'].split(','):
