@@ -233,9 +233,13 @@ class TrainingLoop:
 
 
 def prepare_experiment(opt: dict, opt_file: str):
-    """Resume point, experiment folders, options copy and logging, in BasicSR's order. Returns (logger, tb, resume)."""
+    """Resume point, experiment folders, options copy and logging, in BasicSR's order. Returns (logger, tb, resume).
+
+    Everything that can refuse to resume (damaged files, changed options) is decided before anything is written.
+    """
     resume = find_resume_state(opt)
-    state_path, state = resume.path, resume.state
+    state = resume.state
+    changes = {} if state is None else check_option_changes(state.get('options'), opt, resume.path)
     if state is None:
         make_exp_dirs(opt)
         if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
@@ -251,8 +255,11 @@ def prepare_experiment(opt: dict, opt_file: str):
     for problem in resume.skipped:
         logger.warning(f'Skipped a damaged training state: {problem}')
     if state is not None:
-        logger.info(f'Resuming from {state_path}; options of this run: {copy}.')
-        check_option_changes(state.get('options'), opt, state_path)
+        logger.info(f'Resuming from {resume.path}; options of this run: {copy}.')
+        if 'options' not in state:
+            logger.warning(f'{resume.path} records no options (older format): changes are not checked.')
+        for key, (old, new) in changes.items():
+            logger.info(f'Resumed with a changed option (applied): {key}: {old!r} -> {new!r}')
     return logger, tb_logger, resume
 
 

@@ -15,8 +15,6 @@ from collections import Counter
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
-from basicsr.utils import get_root_logger
-
 from segsr.utils.checkpoint import read_checkpoint, to_plain
 
 STATE_SUFFIX = '.state'
@@ -158,13 +156,13 @@ def changed_options(saved: dict, current: dict) -> Dict[str, Tuple[object, objec
 
 
 def check_option_changes(saved: Optional[dict], opt: dict, state_path: str) -> Dict[str, Tuple[object, object]]:
-    """Refuse changes a resumed run cannot apply; log the others (which apply: the model is built from ``opt``).
+    """Refuse option changes a resumed run cannot apply; return the others (they apply: the model is built from
+    ``opt``). Nothing is logged here (the caller logs what it applies).
 
     Raises:
         ResumeError: naming every option that changed but cannot change while resuming.
     """
     if saved is None:
-        get_root_logger().warning(f'{state_path} records no options (older format): changes are not checked.')
         return {}
     changes = changed_options(saved, opt)
     fixed = {k: v for k, v in changes.items() if k.startswith(_FIXED_PREFIXES)}
@@ -174,7 +172,4 @@ def check_option_changes(saved: Optional[dict], opt: dict, state_path: str) -> D
                           'optimizers, schedulers or data order saved in the state):\n  ' + listed +
                           '\nRestore them, or start a new experiment from the saved weights with '
                           'path.pretrain_network_*.')
-    logger = get_root_logger()
-    for key, (a, b) in changes.items():
-        logger.info(f'Resumed with a changed option (applied): {key}: {a!r} -> {b!r}')
     return changes
