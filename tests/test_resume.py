@@ -223,6 +223,20 @@ def test_resume_refuses_changes_it_cannot_apply_and_applies_the_others(tiny_data
     assert 'val_freq: 4' in open(os.path.join(exp, 'ref_resumed_at_6.yml')).read()
 
 
+def test_older_state_without_loop_state_resumes_with_a_warning(tiny_data, tmp_path, reference):
+    """States written before exact resume (BasicSR's keys only) still resume; the log says it is not exact."""
+    exp, _, opt_path = _copy_reference(reference, tmp_path)
+    states = os.path.join(exp, 'training_states')
+    for name in ('9.state', '12.state'):
+        os.remove(os.path.join(states, name))
+    state = torch.load(os.path.join(states, '6.state'), weights_only=True)
+    torch.save({k: state[k] for k in ('epoch', 'iter', 'optimizers', 'schedulers')}, os.path.join(states, '6.state'))
+    run_entry('train.py', opt_path, tmp_path, '--auto_resume')
+    log = newest_log(exp)
+    assert 'records no options (older format)' in log and 'does not repeat the uninterrupted one exactly' in log
+    assert re.search(r'iter:\s+12,', log)
+
+
 # ------------------------------------------------------------------------------------------ unit level
 def test_training_state_is_plain_data_and_restores_counters(tmp_path):
     from basicsr.models.lr_scheduler import MultiStepRestartLR
