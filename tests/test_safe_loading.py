@@ -77,6 +77,14 @@ def _build_seg_task(tiny_data, tmp_path, evil):
     build_model(runtime_opt(seg_task_opt(tiny_data, 2, path={'pretrain_network_task': str(evil)}), tmp_path))
 
 
+def _build_frozen_task(tiny_data, tmp_path, evil):
+    from test_sr4ir import sr4ir_opt
+
+    opt = sr4ir_opt(tiny_data, tmp_path, judge=False)
+    opt['path'] = {'pretrain_network_task': str(evil)}
+    build_model(runtime_opt(opt, tmp_path, is_train=False))  # SR4IR testing: the frozen task network
+
+
 def _build_judge(tiny_data, tmp_path, evil):
     build_model(runtime_opt(_seg_sr_opt(tiny_data, {'network': dict(TINY_UNET), 'path': str(evil)}), tmp_path))
 
@@ -97,12 +105,13 @@ def _lpips_backbone(tiny_data, tmp_path, evil):
     (_build_seg_sr, 'path.pretrain_network_g'),
     (_build_stock_sr, 'path.pretrain_network_g'),
     (_build_seg_task, 'path.pretrain_network_task'),
+    (_build_frozen_task, 'path.pretrain_network_task'),
     (_build_judge, 'val.judge.path'),
     (lambda d, t, evil: load_generator(str(evil), option_name='--model'), '--model'),
     (lambda d, t, evil: load_segmenter(str(evil)), '--seg'),
     (_evaluate_method, "methods['m'].path"),
     (_lpips_backbone, 'lpips.backbone_path'),
-], ids=['seg_sr_g', 'stock_sr_g', 'seg_task_task', 'judge', 'load_generator', 'load_segmenter', 'evaluate',
+], ids=['seg_sr_g', 'stock_sr_g', 'seg_task_task', 'sr4ir_frozen_task', 'judge', 'load_generator', 'load_segmenter', 'evaluate',
         'lpips_backbone'])
 def test_planted_pickle_is_refused_naming_option_and_file(tiny_data, tmp_path, load, option):
     evil = tmp_path / 'evil.pth'

@@ -155,7 +155,8 @@ class SegsrModelMixin:
 
         Args:
             net_opt: Network option block with ``type``.
-            option_name: Option name for error messages (e.g. ``val.judge.network``).
+            option_name: Option name of the block for error messages (e.g. ``network_task``); errors about the file
+                name the ``path.pretrain_network_*`` option that gives ``load_path`` when there is one.
             load_path: Checkpoint to load (BasicSR format or plain state dict); None keeps the constructor's weights.
             param_key: Key inside the checkpoint; falls back to ``params`` / the plain dict.
         """
@@ -163,7 +164,8 @@ class SegsrModelMixin:
             raise ValueError(f"Option '{option_name}' must be a network block with a 'type'.")
         net = build_network(net_opt)
         if load_path is not None:
-            load_checkpoint(net, load_path, param_key, option_name)
+            load_checkpoint(net, load_path, param_key, pretrain_option_name(self.opt.get('path') or {}, load_path,
+                                                                            option_name))
         return freeze(net.to(self.device))
 
 
