@@ -33,8 +33,8 @@ setup(
     # it). The only upper bound is basicsr: segsr.compat patches internals of its 1.4.2 release.
     install_requires=[
         'basicsr==1.4.2',
-        'torch>=2.0',
-        'torchvision>=0.15',
+        'torch>=2.6',  # torch.load(weights_only=True) runs no code from the file only since 2.6 (CVE-2025-32434)
+        'torchvision>=0.21',  # the release that goes with torch 2.6
         'opencv-python>=4.5',
         'lmdb>=1.0',
         'numpy>=1.24',

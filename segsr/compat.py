@@ -4,7 +4,7 @@
 call, :func:`apply_basicsr_fixes` (also ``segsr.apply_basicsr_fixes``), made by segsr's entry points (``segsr.train``,
 ``segsr.test``, ``segsr.evaluate``, ``segsr.sr_bench``, ``segsr.benchmark``, ``segsr.step_bench`` and their console
 scripts). A user script that drives BasicSR's own pipeline or stock models opts in with the same call. segsr's own
-models do not need it: they carry fixes 3-4, 6 and 8 as methods (:class:`segsr.models.base.SegsrModelMixin`,
+models do not need it: they carry fixes 3-4, 6, 8 and 9 as methods (:class:`segsr.models.base.SegsrModelMixin`,
 :class:`segsr.models.realesr_util.DeviceAwareRealESRGANModel`) and behave identically either way.
 
 Every fix here repairs a concrete breakage of the newest basicsr release; nothing else belongs in this module. Each
@@ -30,6 +30,10 @@ Fixes:
        divide is a ``ValueError`` naming ``queue_size`` instead of an assert. Their ``filter2D`` calls ``.view`` on
        tensors that CPU ops (the JPEG simulator) leave non-contiguous: replaced by a version using ``reshape``
        (see :mod:`segsr.models.realesr_util`).
+    9. ``BaseModel.load_network`` reads ``path.pretrain_network_*`` with a plain ``torch.load`` (unsafe before torch
+       2.6: a pickle can run code) and fails with a bare ``KeyError`` / ``RuntimeError`` that names neither the
+       option nor the file: replaced by a reader that never runs code from the file (``weights_only=True`` or
+       ``.safetensors``) and raises errors naming both, with BasicSR's key rules.
 """
 import os
 import sys
@@ -133,7 +137,7 @@ def _wrap_parse_options(original):
 
 
 def apply_basicsr_fixes() -> None:
-    """Apply fixes 2-8 to basicsr for this process (idempotent); see the module docstring.
+    """Apply fixes 2-9 to basicsr for this process (idempotent); see the module docstring.
 
     Called by every segsr entry point. Call it yourself before ``basicsr.train.train_pipeline`` or before building
     stock BasicSR models on CPU in your own script; segsr's models and losses do not need it.
@@ -154,7 +158,7 @@ def apply_basicsr_fixes() -> None:
     basicsr.train.parse_options = _wrap_parse_options(basicsr.train.parse_options)
     basicsr.test.parse_options = _wrap_parse_options(basicsr.test.parse_options)
     dist_util._init_dist_pytorch = _init_dist_pytorch
-    for name in ('model_to_device', 'get_optimizer', 'save_network', 'save_training_state'):
+    for name in ('model_to_device', 'get_optimizer', 'save_network', 'save_training_state', 'load_network'):
         setattr(BaseModel, name, getattr(SegsrModelMixin, name))
     _patch_perceptual_l2()
     _patch_realesr_models()

@@ -6,8 +6,9 @@ SSIM / NIQE (/ LPIPS) per set and method), ``results.json`` and ``grid.png`` (HR
 
 Data (``bench_root``, required): ``<set>/HR/*.png``; LR inputs from ``<set>/LRbicx4``
 (``LRbicx<scale>``) when that folder exists, else made from HR with BasicSR's MATLAB-style bicubic
-(``basicsr.utils.matlab_functions.imresize``) after cropping HR to a multiple of the scale. Grayscale images
-(Set14's img_003) are read as 3-channel.
+(``basicsr.utils.matlab_functions.imresize``) after cropping HR to a multiple of the scale. Images are read as
+stored (:func:`segsr.utils.image_io.read_image`): 16-bit files keep their 16 bits, grayscale ones (Set14's img_003)
+become 3-channel, an alpha channel is dropped.
 
 Metrics (BasicSR's own functions): PSNR and SSIM on Y with a ``scale``-pixel border, NIQE (BasicSR's, on Y, with
 its bundled parameters: works offline) on the SR image; LPIPS (``lpips`` package, AlexNet) only when its
@@ -40,7 +41,6 @@ from typing import Dict, List, Optional, Tuple
 if __package__ in (None, ''):  # run as a script: make the repository importable ahead of segsr/ itself
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
@@ -52,6 +52,8 @@ from basicsr.utils.matlab_functions import imresize  # noqa: E402
 
 from segsr.evaluate import (_finite_or_none, _fmt, _json_default, _sync, build_method, check_methods,  # noqa: E402
                             run_cli)
+from segsr.utils.checkpoint import read_checkpoint  # noqa: E402
+from segsr.utils.image_io import read_image, split_image  # noqa: E402
 from segsr.utils.visual import make_grid, make_panel, save_rgb, tensor_to_rgb  # noqa: E402
 
 DEFAULT_SETS = ('Set5', 'Set14', 'BSD100')
@@ -80,10 +82,8 @@ def default_metrics(scale: int) -> dict:
 
 
 def _read_rgb(path: str) -> np.ndarray:
-    img = cv2.imread(path, cv2.IMREAD_COLOR)  # grayscale files come back as 3 equal channels
-    if img is None:
-        raise ValueError(f'cannot read image {path}')
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    """``H x W x 3`` float32 RGB in [0, 1] as stored: 8 or 16 bits, grayscale repeated, alpha dropped."""
+    return split_image(read_image(path))[0]
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -178,7 +178,7 @@ def freeze_lpips(model: torch.nn.Module, backbone: str, net: str) -> torch.nn.Mo
 
     tv_net = {'alex': torchvision.models.alexnet, 'vgg': torchvision.models.vgg16,
               'squeeze': torchvision.models.squeezenet1_1}[net](weights=None)
-    tv_net.load_state_dict(torch.load(backbone, map_location='cpu', weights_only=True))
+    tv_net.load_state_dict(read_checkpoint(backbone, 'lpips.backbone_path'))
     # lpips splits torchvision's ``features`` into slices whose children keep the feature indices as names
     for name, module in model.net.named_modules():
         parts = name.split('.')

@@ -235,10 +235,10 @@ def test_val_crops_to_multiple_of_scale(data_root, lq):
     assert dataset[1]['gt'].shape == (3, 20, 24)
 
 
-def test_val_without_crop_to_scale_raises(data_root):
-    dataset = PairedImageSegDataset(make_opt(data_root, phase='val', crop_to_scale=False))
-    with pytest.raises(ValueError, match=r"img00\.png' of size \(37, 30\) is not a multiple of scale 4"):
-        dataset[0]
+@pytest.mark.parametrize('backend, where', [('disk', r"img00\.png'"), ('lmdb', r"key 'img00' of LMDB '.*val_hr\.lmdb'")])
+def test_val_without_crop_to_scale_raises_at_build(data_root, backend, where):
+    with pytest.raises(ValueError, match=where + r" of size \(37, 30\) is not a multiple of scale 4"):
+        PairedImageSegDataset(make_opt(data_root, backend, phase='val', crop_to_scale=False))
 
 
 @pytest.mark.parametrize('backend', ['disk', 'lmdb'])

@@ -58,6 +58,7 @@ for name, mod in list(sys.modules.items()):
 origin = {
     'BaseModel.save_network': BaseModel.save_network.__module__,
     'BaseModel.model_to_device': BaseModel.model_to_device.__module__,
+    'BaseModel.load_network': BaseModel.load_network.__module__,
     'load_resume_state': basicsr.train.load_resume_state.__module__,
     'train.parse_options': basicsr.train.parse_options.__module__,
     'RealESRGANModel.__init__': realesrgan_model.RealESRGANModel.__init__.__module__,
@@ -76,7 +77,7 @@ def test_import_segsr_patches_nothing_in_basicsr():
     # The same probe sees the explicit call's patches (it is not blind).
     fixed = json.loads(run_python(PATCH_REPORT, 'fixed').splitlines()[-1])
     assert fixed['applied'] and all(module.startswith('segsr.') for module in fixed['origin'].values()), fixed
-    assert 'basicsr.models.base_model.BaseModel.save_network' in fixed['found']
+    assert {f'basicsr.models.base_model.BaseModel.{m}' for m in ('save_network', 'load_network')} <= set(fixed['found'])
 
 
 TRAIN_TWO_STEPS = r'''

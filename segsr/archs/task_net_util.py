@@ -109,7 +109,7 @@ def load_hub_state_dict(weights: Any) -> Dict[str, Tensor]:
     logger = get_root_logger()
     logger.info(f'Loading torchvision weights {weights} from {weights.url} (cache: {torch.hub.get_dir()}).')
     try:
-        state = weights.get_state_dict(progress=False, check_hash=True)
+        state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
     except Exception as err:  # URLError, HTTPError, hash mismatch...
         raise RuntimeError(f"Cannot get torchvision weights {weights} from '{weights.url}': {err}. Without internet "
                            'access, download the file elsewhere and pass its local path instead of "hub".') from err

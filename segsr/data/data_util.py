@@ -86,6 +86,21 @@ def read_meta_info(meta_info_file: str) -> List[Tuple[str, Optional[Tuple[int, .
     return entries
 
 
+def header_size(path: str) -> Optional[Tuple[int, int]]:
+    """``(h, w)`` of an image from its header alone (Pillow decodes no pixels), or None if Pillow cannot tell.
+
+    The size is the stored one, as ``cv2.IMREAD_UNCHANGED`` reads it (an EXIF orientation is not applied).
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except (OSError, ValueError, Image.DecompressionBombError):  # unknown format, corrupt or huge: the read tells
+        return None
+    return height, width
+
+
 def write_dataset_info(path: str,
                        class_names: Sequence[str],
                        palette: Sequence[Sequence[int]],

@@ -2,7 +2,7 @@
 import os
 from copy import deepcopy
 from os import path as osp
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -11,13 +11,15 @@ from basicsr.utils import FileClient, get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
-from segsr.data.data_util import index_by_stem, load_dataset_info, read_meta_info, scan_images
+from segsr.data.data_util import header_size, index_by_stem, load_dataset_info, read_meta_info, scan_images
 from segsr.data.lmdb_util import shared_lmdb_client
 from segsr.data.seg_transforms import (LQ_DOWNSAMPLE_METHODS, augment_seg, build_label_lut, crop_size,
                                        describe_invalid_labels, downsample, invalid_label_values, mod_crop,
                                        paired_random_crop_seg, remap_labels)
+from segsr.utils.image_io import check_image, split_image
 
 _IO_BACKENDS = ('disk', 'lmdb')
+_LISTED = 5  # images named in a build-time error before the scan stops
 Size = Tuple[int, int]
 
 
@@ -39,9 +41,14 @@ class PairedImageSegDataset(data.Dataset):
     ``filename_tmpl.format('X')``. Without ``dataroot_lq``, the LQ is the bicubic downsampling of the GT; in
     training, of the GT crop after augmentation.
 
+    GT and LQ images are read as stored (``cv2.IMREAD_UNCHANGED``): 8-bit values are divided by 255, 16-bit ones
+    by 65535 (all 16 bits reach the model), grayscale images are repeated to 3 channels and an alpha channel is
+    dropped (the colour is used as stored, not composited); other depths (float, 32-bit) raise, naming the file.
+
     Paths are checked when the dataset is built (missing folders, images without label or LQ, LMDB keys absent
-    from the label LMDB and, for LMDBs, sizes from ``meta_info.txt``); every read is checked again (corrupt
-    bytes, channels, sizes, label values), and every error names the file or key.
+    from the label LMDB and, for LMDBs, sizes from ``meta_info.txt``; with ``crop_to_scale: false``, every GT size
+    from the image headers or ``meta_info.txt``); every read is checked again (corrupt bytes, depth, channels, sizes,
+    label values), and every error names the file or key.
 
     Args:
         opt: BasicSR dataset options (not modified). Keys:
@@ -67,7 +74,8 @@ class PairedImageSegDataset(data.Dataset):
             - use_hflip (bool): Random horizontal flips in training. Default: False.
             - use_rot (bool): Random vertical flips and 90 degree rotations in training. Default: False.
             - crop_to_scale (bool): Crop GT and label to a multiple of ``scale`` (as BasicSR does when
-              evaluating); if False such an image raises. Default: True.
+              evaluating); if False, building the dataset raises when a GT image (read from its header) is not a
+              multiple of ``scale``, unless training crops make the LQ (no ``dataroot_lq``). Default: True.
             - dataset_info (str, optional): ``dataset_info.yml`` (or the folder holding it) whose class names
               and palette become ``self.class_names`` / ``self.palette``; its ``num_classes`` and
               ``ignore_index`` must match. Default: ``<dataroot_gt>/../../dataset_info.yml`` if present (our
@@ -90,6 +98,7 @@ class PairedImageSegDataset(data.Dataset):
             self.paths = self._paths_from_lmdb()
         else:
             self.paths = self._paths_from_folders()
+            self._check_scale_multiples(self.paths, (header_size(p['gt_path']) for p in self.paths))
 
     # ----------------------------------------------------------------------------------------------- options
     def _fail(self, message: str) -> ValueError:
@@ -262,7 +271,7 @@ class PairedImageSegDataset(data.Dataset):
         gt_entries = read_meta_info(gt_meta_file)
         seg_meta = self._lmdb_meta(self.seg_root)
         lq_meta = self._lmdb_meta(self.lq_root) if self.lq_root else None
-        paths = []
+        paths, shapes = [], []
         for name, gt_shape in gt_entries:
             key = _stem(name)
             seg_key = self._lmdb_partner(key, self.filename_tmpl_seg, seg_meta, self.seg_root, 'label')
@@ -270,9 +279,12 @@ class PairedImageSegDataset(data.Dataset):
             if lq_meta is not None:
                 lq_key = self._lmdb_partner(key, self.filename_tmpl, lq_meta, self.lq_root, 'LQ')
             paths.append(dict(gt_path=key, seg_path=seg_key, lq_path=lq_key))
-            self._check_meta_shapes(paths[-1], gt_shape, seg_meta[seg_key], None if lq_key is None else lq_meta[lq_key])
+            shapes.append((gt_shape, seg_meta[seg_key], None if lq_key is None else lq_meta[lq_key]))
         if not paths:
             raise ValueError(f"Dataset '{self.name}': no entries in '{gt_meta_file}'.")
+        self._check_scale_multiples(paths, (gt[:2] if gt else None for gt, _, _ in shapes))
+        for entry, entry_shapes in zip(paths, shapes):
+            self._check_meta_shapes(entry, *entry_shapes)
         return paths
 
     def _lmdb_partner(self, key: str, tmpl: str, meta: Dict[str, Optional[tuple]], root: str, what: str) -> str:
@@ -332,8 +344,13 @@ class PairedImageSegDataset(data.Dataset):
         return img
 
     def _read_image(self, path: str, client_key: str) -> np.ndarray:
-        """HWC BGR float32 image in [0, 1]."""
-        return self._decode(path, client_key, cv2.IMREAD_COLOR).astype(np.float32) / 255.
+        """HWC RGB float32 image in [0, 1], from 8 or 16 bits as stored (gray repeated, alpha dropped)."""
+        img = self._decode(path, client_key, cv2.IMREAD_UNCHANGED)
+        try:
+            img = check_image(img, self._where(path, client_key))
+        except ValueError as err:
+            raise self._fail(str(err)) from err
+        return split_image(img)[0]
 
     def _read_label(self, path: str) -> np.ndarray:
         """2-D int64 label map, remapped by ``label_map`` and checked against the classes."""
@@ -365,15 +382,38 @@ class PairedImageSegDataset(data.Dataset):
         s = self.scale
         if self.crop_to_scale:
             h, w = h - h % s, w - w % s
-        elif (h % s or w % s) and (self.phase != 'train' or lq_hw is not None):
-            raise ValueError(f"Dataset '{self.name}': image {gt_where} of size {(h, w)} is not a multiple of scale "
-                             f'{s} (crop_to_scale is False).')
+        else:
+            self._check_scale_multiples([paths], [(h, w)])
         if lq_hw is not None and (lq_hw[0] * s, lq_hw[1] * s) != (h, w):
             raise ValueError(f"Dataset '{self.name}': LQ image {self._where(paths['lq_path'], 'lq')} has size "
                              f'{tuple(lq_hw)}; times scale {s} it must be {(h, w)}, the size of GT {gt_where}.')
         if self.phase == 'train' and (h < self.crop_hw[0] or w < self.crop_hw[1]):
             raise ValueError(f"Dataset '{self.name}': image {gt_where} of size {(h, w)} is smaller than gt_size "
                              f'{self.gt_size}: remove it or lower gt_size.')
+
+    def _check_scale_multiples(self, paths: Iterable[dict], sizes: Iterable[Optional[Size]]) -> None:
+        """With ``crop_to_scale: false``, raise naming the first GT images whose size ``scale`` does not divide.
+
+        Nothing to check with ``crop_to_scale: true`` (images are cropped) or in training without ``dataroot_lq``
+        (random crops of a multiple of ``scale`` make the LQ). The scan stops at the :data:`_LISTED`-th offender.
+
+        Args:
+            paths: Entries of :attr:`paths`.
+            sizes: Their GT ``(h, w)`` in the same order, None where unknown; read lazily (image headers).
+        """
+        if self.crop_to_scale or (self.phase == 'train' and not self.lq_root):
+            return
+        s, bad = self.scale, []
+        for entry, hw in zip(paths, sizes):
+            if hw is not None and (hw[0] % s or hw[1] % s):
+                bad.append(f"{self._where(entry['gt_path'], 'gt')} of size {tuple(hw)}")
+                if len(bad) == _LISTED:
+                    break
+        if bad:
+            more = f"; so are {', '.join(bad[1:])}" if len(bad) > 1 else ''
+            more += ' (the scan stopped there)' if len(bad) == _LISTED else ''
+            raise self._fail(f'image {bad[0]} is not a multiple of scale {s} (crop_to_scale is False){more}. Set '
+                             'crop_to_scale: true to crop images to a multiple of scale, or resize them.')
 
     def _transform(self, img_gt: np.ndarray, seg: np.ndarray,
                    img_lq: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -396,7 +436,7 @@ class PairedImageSegDataset(data.Dataset):
         img_lq = self._read_image(paths['lq_path'], 'lq') if paths['lq_path'] is not None else None
         self._check_sizes(paths, img_gt.shape[:2], seg.shape, img_lq.shape[:2] if img_lq is not None else None)
         img_gt, seg, img_lq = self._transform(img_gt, seg, img_lq)
-        img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=True, float32=True)
+        img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=False, float32=True)
         return {
             'lq': img_lq,
             'gt': img_gt,

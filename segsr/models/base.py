@@ -6,13 +6,14 @@ by name, atomic checkpoint writes), so segsr's models behave the same whether or
 scheduler families. The helpers here read option blocks without mutating them, accept any ``torch.optim`` optimizer
 and ``torch.optim.lr_scheduler`` scheduler, and load/freeze auxiliary networks in one place.
 """
+import os
 from collections.abc import Mapping
-from typing import Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from basicsr.archs import build_network
 from basicsr.utils import get_root_logger
-from torch import nn
+from torch import Tensor, nn
 
 from segsr.archs.task_net_util import extract_state_dict
 from segsr.utils import checkpoint
@@ -107,6 +108,39 @@ class SegsrModelMixin:
     def get_current_learning_rate(self) -> List[float]:
         return [group['lr'] for group in self.optimizers[0].param_groups]
 
+    def load_network(self, net: nn.Module, load_path: str, strict: bool = True, param_key: Optional[str] = 'params'
+                     ) -> None:
+        """BasicSR's ``BaseModel.load_network``, reading safely and naming the option and the file on failure.
+
+        Same semantics as BasicSR's: the state dict under ``param_key`` (``params`` when ``param_key`` is absent but
+        ``params`` is there, e.g. ``params_ema`` of a file saved without EMA), ``module.`` prefixes removed, keys
+        that differ logged, and with ``strict=False`` keys of another shape logged and skipped. Unlike BasicSR's, the
+        file is read by :func:`segsr.utils.checkpoint.read_checkpoint` (``weights_only=True`` or ``.safetensors``:
+        no code from the file runs) and ``param_key=None`` finds a nested state dict (see
+        :func:`segsr.archs.task_net_util.extract_state_dict`). :func:`segsr.compat.apply_basicsr_fixes` puts this
+        method on ``BaseModel``, so stock BasicSR models use it too.
+
+        Args:
+            net: Network to load into (DDP/DataParallel wrappers are looked through).
+            load_path: Checkpoint file, normally a ``path.pretrain_network_*`` option.
+            strict: Require exactly the network's keys and shapes.
+            param_key: Key of the state dict inside the checkpoint; None: the checkpoint itself (or the state dict
+                nested in it).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: empty, truncated or unreadable file, a pickle of anything but tensors, no ``param_key``, or
+                weights that do not fit; each naming the ``path.pretrain_network_*`` option and the file.
+        """
+        option_name = pretrain_option_name(self.opt.get('path') or {}, load_path,
+                                           f'{type(self).__name__}.load_network(load_path)')
+        ckpt = checkpoint.read_checkpoint(load_path, option_name)
+        param_key, state = basicsr_state_dict(ckpt, load_path, param_key, option_name)
+        net = self.get_bare_model(net)
+        get_root_logger().info(f'Loading {type(net).__name__} model from {load_path}, with param key: [{param_key}].')
+        self._print_different_keys_loading(net, state, strict)  # with strict=False, drops keys of another shape
+        load_state_checked(net, state, load_path, option_name, strict)
+
     def load_network_from_path_opt(self, net: nn.Module, label: str) -> None:
         """Load ``path.pretrain_network_<label>`` (with ``param_key_<label>``, ``strict_load_<label>``) if set."""
         path_opt = self.opt['path']
@@ -121,7 +155,8 @@ class SegsrModelMixin:
 
         Args:
             net_opt: Network option block with ``type``.
-            option_name: Option name for error messages (e.g. ``val.judge.network``).
+            option_name: Option name of the block for error messages (e.g. ``network_task``); errors about the file
+                name the ``path.pretrain_network_*`` option that gives ``load_path`` when there is one.
             load_path: Checkpoint to load (BasicSR format or plain state dict); None keeps the constructor's weights.
             param_key: Key inside the checkpoint; falls back to ``params`` / the plain dict.
         """
@@ -129,7 +164,8 @@ class SegsrModelMixin:
             raise ValueError(f"Option '{option_name}' must be a network block with a 'type'.")
         net = build_network(net_opt)
         if load_path is not None:
-            load_checkpoint(net, load_path, param_key, option_name)
+            load_checkpoint(net, load_path, param_key, pretrain_option_name(self.opt.get('path') or {}, load_path,
+                                                                            option_name))
         return freeze(net.to(self.device))
 
 
@@ -175,16 +211,57 @@ def load_state_from_checkpoint(net: nn.Module, ckpt: Mapping, path: str, param_k
         ValueError: naming ``option_name`` and the file.
     """
     key = param_key if param_key in ckpt else None
-    try:
-        state = extract_state_dict(ckpt, path, key)
-    except ValueError as err:
-        raise ValueError(f"Option '{option_name}': {err}") from err
+    state = _extract_state_dict(ckpt, path, key, option_name)
+    load_state_checked(net, state, path, option_name, strict)
+    get_root_logger().info(f'Loaded {type(net).__name__} from {path} (param key: {key or "auto"}).')
+
+
+def load_state_checked(net: nn.Module, state: Mapping, path: str, option_name: str, strict: bool = True) -> None:
+    """``net.load_state_dict(state, strict)``, turning its ``RuntimeError`` into a ``ValueError`` naming the option
+    and the file (missing or unexpected keys with ``strict``, tensors of another shape)."""
     try:
         net.load_state_dict(state, strict=strict)
     except RuntimeError as err:
         raise ValueError(f"Option '{option_name}': checkpoint '{path}' does not fit {type(net).__name__}: {err}") \
             from err
-    get_root_logger().info(f'Loaded {type(net).__name__} from {path} (param key: {key or "auto"}).')
+
+
+def _extract_state_dict(ckpt: Mapping, path: str, key: Optional[str], option_name: str) -> Dict[str, Tensor]:
+    """:func:`segsr.archs.task_net_util.extract_state_dict` with errors naming ``option_name``."""
+    try:
+        return extract_state_dict(ckpt, path, key)
+    except ValueError as err:
+        raise ValueError(f"Option '{option_name}': {err}") from err
+
+
+def basicsr_state_dict(ckpt: Mapping, path: str, param_key: Optional[str],
+                       option_name: str) -> Tuple[Optional[str], Dict[str, Tensor]]:
+    """The key and the state dict BasicSR's ``load_network`` takes from a checkpoint (a new dict, no ``module.``).
+
+    Args:
+        ckpt: What :func:`segsr.utils.checkpoint.read_checkpoint` returned for ``path``.
+        path: The file, for messages.
+        param_key: Key of the state dict; ``params`` is used instead when ``param_key`` is absent and ``params``
+            present (BasicSR's fallback). None: see :func:`segsr.archs.task_net_util.extract_state_dict`.
+        option_name: Option that named the file, for errors.
+
+    Raises:
+        ValueError: neither key is there, or the entry is not a state dict, naming the option and the file.
+    """
+    if param_key is not None and param_key not in ckpt and 'params' in ckpt:
+        get_root_logger().info(f"Loading: {param_key} does not exist in '{path}', use params.")
+        param_key = 'params'
+    return param_key, _extract_state_dict(ckpt, path, param_key, option_name)
+
+
+def pretrain_option_name(path_opt: Mapping, load_path: str, default: str) -> str:
+    """The ``path.pretrain_network_*`` option(s) naming ``load_path`` (``' / '``-joined), else ``default``."""
+    def norm(p) -> str:
+        return os.path.abspath(os.path.expanduser(str(p)))
+
+    names = [f'path.{key}' for key, value in path_opt.items()
+             if key.startswith('pretrain_network') and value is not None and norm(value) == norm(load_path)]
+    return ' / '.join(names) or default
 
 
 def require_labelled_train_data(opt: dict, model_name: str) -> None:

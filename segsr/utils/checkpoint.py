@@ -86,12 +86,15 @@ def read_checkpoint(path: str, option_name: str = 'checkpoint') -> Mapping:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a readable checkpoint (corrupt, truncated, not a checkpoint, or a pickle of
+        ValueError: the file is not a readable checkpoint (empty, corrupt, truncated, not a checkpoint, or a pickle of
             anything but tensors and plain containers), naming the file.
     """
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Option '{option_name}': checkpoint file '{path}' does not exist.")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"Option '{option_name}': checkpoint file '{path}' is empty (0 bytes): an interrupted copy, "
+                         'download or save?')
     try:
         if path.lower().endswith('.safetensors'):
             from safetensors.torch import load_file

@@ -1,4 +1,4 @@
-"""Image files for inference: 8- and 16-bit, grayscale, BGR and BGRA, read and written with OpenCV unchanged.
+"""Image files for inference and data: 8- and 16-bit, grayscale, BGR and BGRA, read and written with OpenCV unchanged.
 
 Arrays follow OpenCV: ``H x W`` (grayscale), ``H x W x 3`` (BGR) or ``H x W x 4`` (BGRA), ``uint8`` or ``uint16``.
 """
@@ -28,12 +28,25 @@ def read_image(path: str) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ValueError(f"Cannot read image '{path}': missing, not an image, or a format OpenCV cannot decode.")
+    return check_image(img, f"'{path}'")
+
+
+def check_image(img: np.ndarray, where: str) -> np.ndarray:
+    """Check a decoded image's depth and channels; return it with a single channel axis squeezed away.
+
+    Args:
+        img: What ``cv2.imread`` / ``cv2.imdecode`` with ``cv2.IMREAD_UNCHANGED`` returned.
+        where: The file (or LMDB key) in words, quoted, for errors, e.g. ``"'a.png'"``.
+
+    Raises:
+        ValueError: not 8/16-bit (float or 32-bit TIFFs, ...) or not 1, 3 or 4 channels, naming ``where``.
+    """
     if img.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"Image '{path}' has {img.dtype} pixels; 8- and 16-bit images are supported.")
+        raise ValueError(f"Image {where} has {img.dtype} pixels; 8- and 16-bit images are supported.")
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
-        raise ValueError(f"Image '{path}' has shape {img.shape}; 1, 3 or 4 channels are supported.")
+        raise ValueError(f"Image {where} has shape {img.shape}; 1, 3 or 4 channels are supported.")
     return img
 
 
