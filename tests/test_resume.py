@@ -176,17 +176,20 @@ def test_damaged_states_are_skipped_and_the_newest_intact_one_resumes_exactly(ti
 
 
 def test_nothing_intact_stops_naming_every_file(tiny_data, tmp_path, reference):
+    """Each kind of damage once: planted pickle, truncated state, zero-byte network file, a file of text."""
     exp, _, opt_path = _copy_reference(reference, tmp_path)
-    marker = tmp_path / 'pwned'
-    for i, path in enumerate(sorted(glob.glob(os.path.join(exp, 'training_states', '*.state')))):
-        if i == 0:
-            planted_pickle(path, marker)
-        else:
-            open(path, 'wb').close()
+    states, models, marker = os.path.join(exp, 'training_states'), os.path.join(exp, 'models'), tmp_path / 'pwned'
+    planted_pickle(os.path.join(states, '3.state'), marker)
+    with open(os.path.join(states, '6.state'), 'r+b') as f:
+        f.truncate(os.path.getsize(f.name) - 100)
+    open(os.path.join(models, 'net_d_9.pth'), 'wb').close()
+    with open(os.path.join(states, '12.state'), 'w') as f:
+        f.write('not a checkpoint')
     out = train_fails(opt_path, tmp_path, '--auto_resume')
     assert 'no intact training state is left' in out
-    for name in ('3.state', '6.state', '9.state', '12.state'):
-        assert os.path.join(exp, 'training_states', name) in out
+    for path in ('training_states/3.state', 'training_states/6.state', 'models/net_d_9.pth',
+                 'training_states/12.state'):
+        assert os.path.join(exp, path) in out, path
     assert not marker.exists()
 
 
