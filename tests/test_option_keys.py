@@ -239,6 +239,7 @@ def test_derived_values_match_basicsr(tmp_path, tiny_data):
 
 def test_force_yml_types_values_and_creates_missing_blocks(tmp_path, tiny_data):
     opt = stock_esrgan_opt(tiny_data, total_iter=3)
+    opt['val']['metrics'] = None
     parsed, _ = _parse(tmp_path, opt, '--force_yml', 'train:optim_g:lr=2e-4', 'logger:wandb:project=~',
                        'val:metrics:niqe:type=calculate_niqe', 'val:metrics:niqe:crop_border=4',
                        'train:scheduler:milestones=[10, 20]', 'manual_seed=7', 'logger:use_tb_logger=false')

@@ -143,14 +143,23 @@ _ValueLoader.add_implicit_resolver('tag:yaml.org,2002:float', _EXPONENT_FLOAT, l
 
 
 def parse_force_yml_value(text: str):
-    """Type a ``--force_yml`` value like YAML does: ``1e-4`` / ``2.0`` float, ``3`` int, ``true``, ``~``, ``[1, 2]``."""
+    """Type a ``--force_yml`` value like YAML does: ``1e-4`` / ``2.0`` float, ``3`` int, ``true``, ``~``, ``[1, 2]``.
+
+    Args:
+        text: The text after ``=``; anything YAML reads as neither number, boolean, null nor list stays a string.
+    """
     return yaml.load(text, Loader=_ValueLoader)
 
 
 def apply_force_yml(opt: dict, entries: Iterable[str], source: str = 'options') -> None:
     """Set ``a:b:c=value`` entries in ``opt`` (in place: the run's own freshly parsed dict).
 
-    Missing blocks on the way are created; the value is typed by :func:`parse_force_yml_value`.
+    Missing (or null) blocks on the way are created; the value is typed by :func:`parse_force_yml_value`.
+
+    Args:
+        opt: The run's options.
+        entries: ``--force_yml`` entries, e.g. ``['train:optim_g:lr=2e-4', 'path:experiments_root=/tmp/x']``.
+        source: The option file, named in errors.
 
     Raises:
         ValueError: an entry without ``=``, or a key below a value that is not a block (names file and key).
@@ -162,7 +171,9 @@ def apply_force_yml(opt: dict, entries: Iterable[str], source: str = 'options') 
             raise ValueError(f"{source}: --force_yml '{entry}' must look like 'train:optim_g:lr=2e-4'.")
         node = opt
         for depth, key in enumerate(path[:-1]):
-            node = node.setdefault(key, {})
+            if node.get(key) is None:  # missing or ``key: ~``
+                node[key] = {}
+            node = node[key]
             if not isinstance(node, dict):
                 dotted = '.'.join(path[:depth + 1])
                 raise ValueError(f"{source}: --force_yml '{entry}': option '{dotted}' is {node!r}, not a block.")
@@ -182,7 +193,14 @@ def _parse_cli(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def load_option_file(path: str) -> dict:
-    """Read an option YAML file as BasicSR does (ordered mappings)."""
+    """Read an option YAML file as BasicSR does (ordered mappings).
+
+    Args:
+        path: The option file.
+
+    Raises:
+        ValueError: the file does not hold a mapping.
+    """
     from basicsr.utils.options import ordered_yaml
 
     with open(path, mode='r') as f:
@@ -193,7 +211,12 @@ def load_option_file(path: str) -> dict:
 
 
 def check_total_iter(opt: dict, source: str = 'options') -> None:
-    """Raise ``ValueError`` unless ``train.total_iter`` is a whole number >= 1 (training needs it)."""
+    """Raise ``ValueError`` unless ``train.total_iter`` is a whole number >= 1 (training needs it).
+
+    Args:
+        opt: Options (not modified).
+        source: The option file, named in the error.
+    """
     value = (opt.get('train') or {}).get('total_iter')
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1 and value == int(value)
     if not ok:
@@ -262,7 +285,17 @@ def _apply_debug(opt: dict, debug: bool, is_train: bool) -> None:
 
 
 def check_options(opt: dict, source: str, is_train: bool) -> None:
-    """Every check made before a run starts: registered types, known keys, ``train.total_iter`` (training)."""
+    """Every check made before a run starts: registered types, known keys, ``train.total_iter`` (training).
+
+    Args:
+        opt: Options (not modified).
+        source: The option file, named in errors and warnings.
+        is_train: Training options (``train.total_iter`` is required).
+
+    Raises:
+        ValueError: see :func:`check_registered_types`, :func:`segsr.utils.option_keys.check_option_keys`,
+            :func:`check_total_iter`.
+    """
     from segsr.utils.option_keys import check_option_keys
 
     check_registered_types(opt, source)
@@ -278,8 +311,8 @@ def parse_options(root_path: str, is_train: bool = True,
     Differences: ``--force_yml a:b:c=value`` sets any key (missing blocks are created, values typed by YAML, no
     ``exec``) before anything is derived from the options, so it also moves ``path.experiments_root``, the seed or
     ``num_gpu``; ``path.experiments_root`` (training) / ``path.results_root`` (testing) are honoured; ``num_gpu`` > 0
-    without CUDA runs on CPU with a warning; option files are checked before anything starts
-    (:func:`check_options`: registered types, known keys, ``train.total_iter``).
+    without CUDA runs on CPU with a warning, a missing ``num_gpu`` is ``auto``; option files are checked before
+    anything starts (:func:`check_options`: registered types, known keys, ``train.total_iter``). See docs/options.md.
 
     Args:
         root_path: Folder under which ``experiments/<name>`` (training) or ``results/<name>`` (testing) go.
