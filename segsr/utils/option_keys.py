@@ -94,7 +94,7 @@ def class_keys(cls: type, root: str = '') -> Dict[str, FrozenSet[str]]:
     """
     parts = []
     for klass in cls.__mro__:
-        if klass is object or klass.__module__.split('.')[0] in ('torch', 'builtins'):
+        if klass is object or klass.__module__.split('.')[0] in ('torch', 'typing', 'builtins'):
             continue
         parts.append(declared_keys(klass) if is_segsr_class(klass) else _main_blocks(scan_object(klass, root)))
     return {block: frozenset(keys) for block, keys in merge_reads(*parts).items()}
