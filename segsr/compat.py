@@ -24,7 +24,9 @@ Fixes:
     6. ``BaseModel.save_network`` / ``save_training_state`` write in place (a crash mid-write leaves a truncated
        latest file) and swallow errors: replaced by atomic writes.
     7. ``parse_options`` ignores ``path.experiments_root`` / ``path.results_root``, sends a stock ``num_gpu: 1``
-       config to CUDA on a CPU-only machine, and reports an unknown ``type`` only deep inside building.
+       config to CUDA on a CPU-only machine, reports an unknown ``type`` only deep inside building, ignores
+       misspelled keys silently and ``exec``s ``--force_yml`` entries (which cannot create keys): replaced by
+       :func:`segsr.utils.options.parse_options` (typed ``--force_yml`` for any key, option keys checked).
     8. ``RealESRGANModel`` / ``RealESRNetModel`` put their JPEG simulator, USM sharpener and training-pair pool on
        CUDA with ``.cuda()``: now on the model's device (CPU included); a pool size that the batch size does not
        divide is a ``ValueError`` naming ``queue_size`` instead of an assert. Their ``filter2D`` calls ``.view`` on
@@ -122,17 +124,9 @@ def _patch_realesr_models() -> None:
 
 
 def _wrap_parse_options(original):
-    if getattr(original, '_segsr_patched', False):
-        return original
+    """segsr's own ``parse_options`` (fix 7), which replaces BasicSR's ``original`` entirely (same command line)."""
+    from segsr.utils.options import parse_options
 
-    def parse_options(root_path, is_train=True):
-        from segsr.utils.options import finalize_options
-
-        opt, args = original(root_path, is_train=is_train)
-        finalize_options(opt, args.opt, is_train=is_train)
-        return opt, args
-
-    parse_options._segsr_patched = True
     return parse_options
 
 

@@ -88,6 +88,10 @@ class PairedImageSegDataset(data.Dataset):
         palette (list[list[int]] | None): RGB colour per class from ``dataset_info.yml``.
     """
 
+    OPTION_KEYS = ('name', 'phase', 'scale', 'dataroot_gt', 'dataroot_seg', 'dataroot_lq', 'lq_downsample',
+                   'io_backend', 'meta_info_file', 'filename_tmpl', 'filename_tmpl_seg', 'num_classes', 'ignore_index',
+                   'label_map', 'gt_size', 'use_hflip', 'use_rot', 'crop_to_scale', 'dataset_info')
+
     def __init__(self, opt: dict) -> None:
         super().__init__()
         self.opt = deepcopy(opt)

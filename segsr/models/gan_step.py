@@ -45,6 +45,8 @@ class GANStepMixin(SegsrModelMixin):
     :attr:`default_network_sem`), optional ``path.pretrain_network_sem`` / ``param_key_sem`` for its weights.
     """
 
+    OPTION_KEYS = {'': ('network_sem', ), 'train': ('relativistic', 'scheduler_g', 'scheduler_d')}
+
     default_relativistic = False
     default_network_sem: Optional[dict] = None
     semantic_required = False  # the discriminator must be semantic-aware (SeD models)

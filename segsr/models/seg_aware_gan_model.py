@@ -51,6 +51,8 @@ class SegAwareGANModel(TDPMixin, TaskValidationMixin, GANStepMixin, SRGANModel):
     discriminator task head's own mIoU on SR images, a diagnostic; with SeD, under the SR image's own semantics).
     """
 
+    OPTION_KEYS = {'': ('network_task', ), 'train': ('task_adv_opt', 'd_task_opt', 'task_warmup_iter')}
+
     def init_training_settings(self) -> None:
         require_labelled_train_data(self.opt, 'SegAwareGANModel')
         super().init_training_settings()

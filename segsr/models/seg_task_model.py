@@ -40,6 +40,9 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
         val.metrics: ignored; validation reports ``miou``, ``pixacc``, ``macc`` and per-class IoU.
     """
 
+    OPTION_KEYS = {'': ('task_input', 'network_task'),
+                   'train': ('seg_opt', 'aux_weight', 'optim_task', 'scheduler_task')}
+
     def __init__(self, opt: dict) -> None:
         super().__init__(opt)
         self.task_input = opt.get('task_input', 'hr')

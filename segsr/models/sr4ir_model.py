@@ -65,6 +65,13 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
     with ``val.judge``, ``judge_miou``; pictures of both with ``save_img``.
     """
 
+    OPTION_KEYS = {
+        '': ('network_task', ),
+        'train': ('update_sr', 'update_task', 'alternate', 'sr_ce_opt', 'task_sr_opt', 'task_hr_opt', 'task_cqmix_opt',
+                  'aux_weight', 'cqmix', 'optim_task', 'scheduler_g', 'scheduler_task'),
+        'train.cqmix': ('grid', 'prob'),
+    }
+
     # ----------------------------------------------------------------------------------------- construction
     def __init__(self, opt: dict) -> None:
         super().__init__(opt)  # SRModel builds net_g and, for training, calls init_training_settings

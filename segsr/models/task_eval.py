@@ -163,6 +163,8 @@ class TaskValidationMixin:
     does and, with a judge, a ``*_seg.png`` panel SR | judge prediction | ground truth.
     """
 
+    OPTION_KEYS = {'val': ('judge', 'metrics', 'suffix'), 'val.judge': ('network', 'path', 'param_key')}
+
     def __init__(self, opt: dict) -> None:
         super().__init__(opt)
         self.init_task_validation()

@@ -15,6 +15,8 @@ class TDPMixin:
     DDP) in eval mode, and gets no gradient from this term.
     """
 
+    OPTION_KEYS = {'train': ('tdp_opt', 'tdp_warmup_iter')}
+
     def init_tdp(self, task_net: Optional[nn.Module], option_name: str = 'train.tdp_opt') -> None:
         """Build the TDP criterion (absent block: none) and check its layers against ``task_net``."""
         train_opt = self.opt['train']
