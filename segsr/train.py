@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from typing import List, Optional, Tuple
 
 if __package__ in (None, ''):  # run as a script: make the repository importable ahead of segsr/ itself
@@ -40,6 +41,7 @@ from segsr.compat import apply_basicsr_fixes  # noqa: E402
 from segsr.data.resumable import build_train_loader  # noqa: E402
 from segsr.utils.amp import with_amp  # noqa: E402
 from segsr.utils.checkpoint import to_plain  # noqa: E402
+from segsr.utils.options import parse_options  # noqa: E402
 from segsr.utils.resume import (check_option_changes, find_resume_state, load_scheduler_state,  # noqa: E402
                                 network_files, remove_temporary_files)
 from segsr.utils.rng import get_rng_state, isolated_rng, set_rng_state  # noqa: E402
@@ -265,12 +267,14 @@ def prepare_experiment(opt: dict, opt_file: str):
 
 def train_pipeline(root_path: str) -> None:
     """Parse options, resume if asked, train, save the latest model and validate (``basicsr.train`` semantics)."""
-    import basicsr.train
-
-    opt, args = basicsr.train.parse_options(root_path, is_train=True)  # segsr's option checks (segsr.compat)
+    with warnings.catch_warnings(record=True) as option_warnings:  # repeated in the log once it is open
+        warnings.simplefilter('always')
+        opt, args = parse_options(root_path, is_train=True)
     opt['root_path'] = root_path
     configure_determinism(opt)
     logger, tb_logger, resume = prepare_experiment(opt, args.opt)
+    for warning in option_warnings:
+        logger.warning(f'{warning.category.__name__}: {warning.message}')
     train_loader, sampler, val_loaders = create_loaders(opt, logger)
     model = with_amp(build_model)(opt)
     loop = TrainingLoop(opt, model, train_loader, sampler, val_loaders, tb_logger, logger)
