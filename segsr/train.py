@@ -196,6 +196,8 @@ class TrainingLoop:
                 data_timer.record()
                 self.step(batch)
                 iter_timer.record()
+                if self.current_iter == 1:
+                    msg_logger.reset_start_time()  # eta from the first finished step, as in BasicSR
                 if self.current_iter % self.opt['logger']['print_freq'] == 0:
                     self.log(msg_logger, iter_timer, data_timer)
                 self.save_and_validate()

@@ -33,7 +33,7 @@ from segsr.utils.option_scan import Reads, merge_reads, scan_object
 MAIN_BLOCKS = ('', 'train', 'val', 'path', 'logger')
 PIPELINE_MODULES = ('basicsr.train', 'basicsr.test', 'basicsr.utils.options', 'basicsr.data', 'basicsr.utils.logger',
                     'basicsr.utils.misc', 'basicsr.models', 'segsr.utils.amp', 'segsr.utils.checkpoint',
-                    'segsr.compat')
+                    'segsr.compat', 'segsr.train', 'segsr.data.resumable', 'segsr.utils.resume')
 EXTRA_KEYS = {
     '': ('deterministic', ),  # reserved: deterministic training
     'path': ('ignore_resume_networks', ),  # read by basicsr.utils.misc.check_resume
