@@ -10,7 +10,15 @@ cd "$(dirname "$0")/.."
 if [ "${SEGSR_SKIP_INSTALL:-0}" != "1" ]; then
   python -m pip install --disable-pip-version-check -q -c constraints.txt -e .
 fi
+out=experiments/demo  # or the folder given with --out DIR / --out=DIR
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[$i]}" in
+    --out) out="${args[$((i + 1))]:-$out}" ;;
+    --out=*) out="${args[$i]#--out=}" ;;
+  esac
+done
 python -m segsr.benchmark --profile demo --out experiments/demo "$@"
 echo
-cat experiments/demo/results.md
-echo "Table, JSON, picture grid and mIoU-vs-PSNR plot: experiments/demo/ ; every run's options and logs: experiments/demo/{options,runs}/"
+cat "$out/results.md"
+echo "Table, JSON, picture grid and mIoU-vs-PSNR plot: $out/ ; every run's options and logs: $out/{options,runs}/"
