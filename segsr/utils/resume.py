@@ -14,7 +14,6 @@ import re
 from collections import Counter
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-import torch
 from segsr.utils.checkpoint import read_checkpoint, to_plain
 
 STATE_SUFFIX = '.state'
@@ -65,12 +64,7 @@ def network_files(opt: dict, iteration: int) -> Dict[str, str]:
 
 def read_state(path: str, option_name: str = 'path.resume_state') -> dict:
     """Read and check one training state file (weights_only); ``ValueError`` naming the file when unusable."""
-    try:
-        state = read_checkpoint(path, option_name)
-    except ValueError as err:
-        raise ValueError(f'{err} (training states written by BasicSR or by earlier segsr versions may hold '
-                         'scheduler objects that are refused here; start from their net_*.pth with path.pretrain_network_*)') \
-            from err
+    state = read_checkpoint(path, option_name)
     missing = [k for k in ('iter', 'epoch', 'optimizers', 'schedulers') if k not in state]
     if missing:
         raise ValueError(f"Option '{option_name}': '{path}' is not a training state (no {missing}).")
