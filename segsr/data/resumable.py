@@ -12,11 +12,10 @@ batches than the run it continues. Here
   worker that reads it or on ``num_worker_per_gpu``.
 """
 import math
-from functools import partial
 from typing import Iterator, Tuple, Union
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from segsr.utils.rng import isolated_rng, sample_seed, seed_host_generators
 
@@ -75,6 +74,9 @@ class SeededDataset(Dataset):
         if isinstance(item, int):
             return self.dataset[item]
         index, seed = item
+        if get_worker_info() is not None:  # a loader worker: its generators serve nothing else
+            seed_host_generators(seed)
+            return self.dataset[index]
         with isolated_rng():
             seed_host_generators(seed)
             return self.dataset[index]
@@ -85,17 +87,13 @@ class SeededDataset(Dataset):
         return getattr(self.dataset, name)
 
 
-def _worker_init(worker_id: int, seed: int) -> None:
-    """Worker start-up seeding (samples are reseeded one by one anyway)."""
-    seed_host_generators(sample_seed(seed, worker_id))
-
-
 def build_train_loader(dataset: Dataset, dataset_opt: dict, opt: dict) -> Tuple[DataLoader, ResumableSampler]:
     """The training loader: BasicSR's batch size / worker rules, a :class:`ResumableSampler`, seeded samples.
 
     Mirrors ``basicsr.data.build_dataloader`` for the train phase (``batch_size_per_gpu`` and ``num_worker_per_gpu``
     multiplied by ``num_gpu`` without DDP, ``drop_last``, ``pin_memory``, ``persistent_workers``, ``prefetch_mode:
-    cpu``) and gives the loader its own generator, so starting an epoch draws nothing from torch's global one.
+    cpu``) and gives the loader its own generator, so starting an epoch draws nothing from torch's global one. No
+    ``worker_init_fn``: every sample seeds the worker's generators itself.
 
     Args:
         dataset: The built training dataset (unwrapped).
@@ -117,7 +115,6 @@ def build_train_loader(dataset: Dataset, dataset_opt: dict, opt: dict) -> Tuple[
     args = dict(dataset=SeededDataset(dataset), batch_size=batch_size, shuffle=False, sampler=sampler,
                 num_workers=num_workers, drop_last=True, pin_memory=bool(dataset_opt.get('pin_memory', False)),
                 persistent_workers=bool(dataset_opt.get('persistent_workers', False)) and num_workers > 0,
-                worker_init_fn=partial(_worker_init, seed=seed + 1000 * int(opt['rank'])),
                 generator=torch.Generator().manual_seed(seed))
     if dataset_opt.get('prefetch_mode') == 'cpu':
         return PrefetchDataLoader(num_prefetch_queue=dataset_opt.get('num_prefetch_queue', 1), **args), sampler

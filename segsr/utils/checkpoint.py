@@ -53,8 +53,6 @@ def to_plain(obj, where: str = 'state'):
     if isinstance(obj, (list, tuple)):
         items = [to_plain(v, f'{where}[{i}]') for i, v in enumerate(obj)]
         return tuple(items) if isinstance(obj, tuple) else items
-    if isinstance(obj, torch.device):
-        return str(obj)
     raise TypeError(f'{where}: a {type(obj).__name__} cannot be stored in a training state (plain data only).')
 
 

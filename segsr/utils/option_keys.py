@@ -29,6 +29,7 @@ import warnings
 from typing import Dict, FrozenSet, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from segsr.utils.option_scan import Reads, merge_reads, scan_object
+from segsr.utils.options import optimizer_class, registered_class, scheduler_class
 
 MAIN_BLOCKS = ('', 'train', 'val', 'path', 'logger')
 PIPELINE_MODULES = ('basicsr.train', 'basicsr.test', 'basicsr.utils.options', 'basicsr.data', 'basicsr.utils.logger',
@@ -42,8 +43,6 @@ EXTRA_KEYS = {
     'dataset': ('use_shuffle', 'gt_size'),
 }
 NETWORK_PATH_KEYS = ('pretrain_network_{}', 'param_key_{}', 'strict_load_{}')
-_BASICSR_SCHEDULERS = {'MultiStepLR': 'MultiStepRestartLR', 'MultiStepRestartLR': 'MultiStepRestartLR',
-                       'CosineAnnealingRestartLR': 'CosineAnnealingRestartLR'}
 
 
 class OptionKeyWarning(UserWarning):
@@ -128,30 +127,6 @@ def signature_keys(obj: object, skip: Tuple[str, ...] = ()) -> Optional[Set[str]
     return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - set(skip) | {'type'}
 
 
-def _registered(registry, name: object) -> Optional[object]:
-    for candidate in (name, f'{name}_basicsr'):
-        if isinstance(name, str) and candidate in registry:
-            return registry.get(candidate)
-    return None
-
-
-def _optimizer_class(name: object) -> Optional[type]:
-    import torch
-
-    cls = getattr(torch.optim, str(name), None)
-    return cls if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) else None
-
-
-def _scheduler_class(name: object) -> Optional[type]:
-    import torch
-    from basicsr.models import lr_scheduler
-
-    if name in _BASICSR_SCHEDULERS:
-        return getattr(lr_scheduler, _BASICSR_SCHEDULERS[name])
-    cls = getattr(torch.optim.lr_scheduler, str(name), None)
-    return cls if isinstance(cls, type) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler) else None
-
-
 def typed_blocks(opt: dict) -> Iterator[Tuple[str, dict, Optional[Set[str]]]]:
     """``(dotted name, block, accepted keys or None for any)`` for every block with a ``type`` checked by signature."""
     from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY
@@ -161,20 +136,20 @@ def typed_blocks(opt: dict) -> Iterator[Tuple[str, dict, Optional[Set[str]]]]:
 
     for key, block in opt.items():
         if key.startswith('network_'):
-            yield key, block, sig(_registered(ARCH_REGISTRY, _type_of(block)))
+            yield key, block, sig(registered_class(ARCH_REGISTRY, _type_of(block)))
     val, train = _block(opt, 'val'), _block(opt, 'train')
     judge_net = _block(_block(val, 'judge'), 'network')
-    yield 'val.judge.network', judge_net, sig(_registered(ARCH_REGISTRY, _type_of(judge_net)))
+    yield 'val.judge.network', judge_net, sig(registered_class(ARCH_REGISTRY, _type_of(judge_net)))
     for name, block in _block(val, 'metrics').items():
-        keys = sig(_registered(METRIC_REGISTRY, _type_of(block)), ('img', 'img2'))
+        keys = sig(registered_class(METRIC_REGISTRY, _type_of(block)), ('img', 'img2'))
         yield f'val.metrics.{name}', block, None if keys is None else keys | {'better'}
     for key, block in train.items():
         if key.endswith('_opt'):
-            yield f'train.{key}', block, sig(_registered(LOSS_REGISTRY, _type_of(block)))
+            yield f'train.{key}', block, sig(registered_class(LOSS_REGISTRY, _type_of(block)))
         elif key.startswith('optim_'):
-            yield f'train.{key}', block, sig(_optimizer_class(_type_of(block)), ('params', ))
+            yield f'train.{key}', block, sig(optimizer_class(_type_of(block)), ('params', ))
         elif key.startswith('scheduler'):
-            yield f'train.{key}', block, sig(_scheduler_class(_type_of(block)), ('optimizer', ))
+            yield f'train.{key}', block, sig(scheduler_class(_type_of(block)), ('optimizer', ))
 
 
 def _block(opt: object, key: str) -> dict:
@@ -204,7 +179,7 @@ def _dataset_unknown(opt: dict) -> List[UnknownKey]:
 
     out = []
     for phase, block in _block(opt, 'datasets').items():
-        dataset_cls = _registered(DATASET_REGISTRY, _type_of(block))
+        dataset_cls = registered_class(DATASET_REGISTRY, _type_of(block))
         out += _unknown_in(block, f'datasets.{phase}', dataset_known_keys(dataset_cls))
     return out
 
@@ -213,7 +188,7 @@ def model_class(opt: dict) -> Optional[type]:
     """The registered class of ``opt['model_type']`` (None when absent or unknown)."""
     from basicsr.utils.registry import MODEL_REGISTRY
 
-    return _registered(MODEL_REGISTRY, opt.get('model_type'))
+    return registered_class(MODEL_REGISTRY, opt.get('model_type'))
 
 
 def find_unknown_keys(opt: dict) -> List[UnknownKey]:

@@ -14,7 +14,33 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 import torch
 import yaml
 
-_BASICSR_SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
+# BasicSR's scheduler names -> classes of basicsr.models.lr_scheduler (its MultiStepLR is MultiStepRestartLR)
+_BASICSR_SCHEDULERS = {'MultiStepLR': 'MultiStepRestartLR', 'MultiStepRestartLR': 'MultiStepRestartLR',
+                       'CosineAnnealingRestartLR': 'CosineAnnealingRestartLR'}
+
+
+def optimizer_class(name: object) -> Optional[type]:
+    """The ``torch.optim`` optimizer class called ``name``, or None."""
+    cls = getattr(torch.optim, str(name), None)
+    return cls if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) else None
+
+
+def scheduler_class(name: object) -> Optional[type]:
+    """The scheduler class a ``train.scheduler*`` ``type`` names (BasicSR's first, then torch's), or None."""
+    from basicsr.models import lr_scheduler as basicsr_lr
+
+    if name in _BASICSR_SCHEDULERS:
+        return getattr(basicsr_lr, _BASICSR_SCHEDULERS[name])
+    cls = getattr(torch.optim.lr_scheduler, str(name), None)
+    return cls if isinstance(cls, type) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler) else None
+
+
+def registered_class(registry, name: object) -> Optional[type]:
+    """The class ``name`` registers in a BasicSR registry (with ``Registry.get``'s ``_basicsr`` fallback), or None."""
+    for candidate in (name, f'{name}_basicsr'):
+        if isinstance(name, str) and candidate in registry:
+            return registry.get(candidate)
+    return None
 
 
 def build_optimizer(optim_type: str, params: Iterable, lr: float, **kwargs) -> torch.optim.Optimizer:
@@ -29,10 +55,9 @@ def build_optimizer(optim_type: str, params: Iterable, lr: float, **kwargs) -> t
     Raises:
         ValueError: ``optim_type`` is not an optimizer of ``torch.optim``.
     """
-    cls = getattr(torch.optim, str(optim_type), None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        known = sorted(n for n, c in vars(torch.optim).items()
-                       if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and n != 'Optimizer')
+    cls = optimizer_class(optim_type)
+    if cls is None:
+        known = sorted(n for n in vars(torch.optim) if optimizer_class(n) is not None and n != 'Optimizer')
         raise ValueError(f"Optimizer type '{optim_type}' is not supported; use one of {known}.")
     return cls(params, lr=lr, **kwargs)
 
@@ -70,16 +95,10 @@ def build_scheduler(sched_opt: dict, optimizer: torch.optim.Optimizer, total_ite
         total_iter: ``train.total_iter``.
         option_name: Option name used in error messages.
     """
-    from basicsr.models import lr_scheduler as basicsr_lr
-
     kwargs = deepcopy(dict(sched_opt))
     sched_type = kwargs.pop('type', None)
-    if sched_type in ('MultiStepLR', 'MultiStepRestartLR'):
-        return basicsr_lr.MultiStepRestartLR(optimizer, **kwargs)
-    if sched_type == 'CosineAnnealingRestartLR':
-        return basicsr_lr.CosineAnnealingRestartLR(optimizer, **kwargs)
-    cls = getattr(torch.optim.lr_scheduler, str(sched_type), None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler)):
+    cls = scheduler_class(sched_type)
+    if cls is None:
         raise ValueError(f"{option_name}.type '{sched_type}' is not supported; use one of "
                          f'{list(_BASICSR_SCHEDULERS)} or a class of torch.optim.lr_scheduler.')
     if sched_type == 'OneCycleLR':
@@ -127,7 +146,7 @@ def check_registered_types(opt: dict, source: str = 'options') -> None:
         if not isinstance(block, dict) or 'type' not in block:
             raise ValueError(f"{source}: option '{name}' is missing (the block needs a 'type').")
         registry = registries[kind]
-        if block['type'] not in registry and f"{block['type']}_basicsr" not in registry:  # Registry.get's fallback
+        if registered_class(registry, block['type']) is None:
             known = ', '.join(sorted(k for k, _ in registry))
             raise ValueError(f"{source}: option '{name}' = '{block['type']}' is not a registered {kind}. "
                              f'Known {kind}s: {known}.')
@@ -335,6 +354,7 @@ def parse_options(root_path: str, is_train: bool = True,
     _prepare_datasets(opt)
     _set_paths(opt, root_path, is_train)
     return opt, args
+
 
 def registered_names(kind: str) -> List[str]:
     """Names registered in one of BasicSR's registries (``arch``, ``dataset``, ``loss``, ``metric``, ``model``)."""

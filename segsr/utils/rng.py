@@ -31,7 +31,9 @@ def get_rng_state(cuda: Optional[bool] = None) -> dict:
     version, internal, gauss = random.getstate()
     state = {'python': {'version': version, 'internal': list(internal), 'gauss': gauss},
              'numpy': _numpy_state(), 'torch': torch.get_rng_state()}
-    if cuda if cuda is not None else torch.cuda.is_available() and torch.cuda.is_initialized():
+    if cuda is None:
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    if cuda:
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
 
@@ -57,7 +59,7 @@ def isolated_rng(cuda: bool = False) -> Iterator[None]:
     Used around validation and around per-sample seeding, so that what a block draws never shifts training's
     random stream.
     """
-    saved = get_rng_state(cuda=cuda and torch.cuda.is_available() and torch.cuda.is_initialized())
+    saved = get_rng_state(cuda=None if cuda else False)
     try:
         yield
     finally:
