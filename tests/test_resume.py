@@ -12,8 +12,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections import Counter
+import threading
+from collections import Counter, deque
 
 import pytest
 import torch
@@ -56,23 +56,37 @@ def experiment(cwd, name):
 
 
 def newest_log(exp):
+    """The newest ``train_*.log`` of a finished run (nothing else writes to ``exp`` then)."""
     logs = sorted(glob.glob(os.path.join(exp, 'train_*.log')), key=os.path.getmtime)
     return open(logs[-1]).read() if logs else ''
 
 
-def train_killed_at(opt_path, cwd, exp, iteration, *args):
-    """Start a training run and ``kill -9`` it as soon as its log shows ``iteration`` (mid-save or mid-step)."""
+def train_killed_at(opt_path, cwd, iteration, *args):
+    """Start a training run and ``kill -9`` it as soon as it logs ``iteration`` (mid-save or mid-step).
+
+    The run's own stderr stream (BasicSR's logger writes every record there as well as to the log file) is read line
+    by line: a run killed before its first save starts afresh on resume and moves the experiment folder aside, so a
+    poll of ``train_*.log`` files could list a log that is gone when it is opened.
+    """
     proc = subprocess.Popen([sys.executable, TRAIN, '-opt', str(opt_path), *args], cwd=str(cwd),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     pattern = re.compile(rf'iter:\s+{iteration},')
-    deadline = time.time() + 300
-    while proc.poll() is None and time.time() < deadline:
-        if pattern.search(newest_log(exp)):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f'the run was not killed at iteration {iteration}:\n{err[-3000:]}'
+    watchdog = threading.Timer(300, proc.kill)  # a run that never logs the iteration ends the test, not CI
+    watchdog.start()
+    tail = deque(maxlen=60)
+    try:
+        for line in proc.stderr:
+            tail.append(line)
+            if pattern.search(line):
+                proc.send_signal(signal.SIGKILL)
+                break
+        tail.extend(proc.stderr)  # the rest of the stream, up to the kill or the exit
+        proc.wait(timeout=60)
+    finally:
+        watchdog.cancel()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, \
+        f'the run was not killed at iteration {iteration}:\n{"".join(tail)[-3000:]}'
 
 
 def train_fails(opt_path, cwd, *args):
@@ -135,8 +149,8 @@ def test_killed_twice_at_random_iterations_resumes_bit_exact(tiny_data, tmp_path
     second = rng.randint(first + 2, TOTAL - 1)
     opt_path = write_yaml(tmp_path / 'run.yml', run_opt(method, tiny_data, tmp_path, 'run', workers))
     exp = experiment(tmp_path, 'run')
-    train_killed_at(opt_path, tmp_path, exp, first)
-    train_killed_at(opt_path, tmp_path, exp, second, '--auto_resume')
+    train_killed_at(opt_path, tmp_path, first)
+    train_killed_at(opt_path, tmp_path, second, '--auto_resume')
     run_entry('train.py', opt_path, tmp_path, '--auto_resume')
     diff = max_abs_diff(reference(method)[2], final_weights(exp))
     assert diff == 0, f'{method}: killed at {first} and {second}: max |weight diff| {diff}'
