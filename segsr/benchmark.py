@@ -41,6 +41,7 @@ import logging
 import os
 import os.path as osp
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -61,8 +62,9 @@ from basicsr.data import build_dataset
 from basicsr.utils import get_root_logger, get_time_str
 
 from segsr.compat import apply_basicsr_fixes
-from segsr.evaluate import (_finite_or_none, _fmt, _json_default, build_method, evaluate_method, grid_indices,
-                            picture_grid)
+from segsr.data.seg_transforms import LQ_DOWNSAMPLE_METHODS
+from segsr.evaluate import (_finite_or_none, _fmt, _json_default, build_method, default_metrics, evaluate_method,
+                            grid_indices, picture_grid)
 from segsr.metrics.bootstrap import paired_block_bootstrap
 from segsr.models.base import freeze, load_checkpoint
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor
@@ -74,12 +76,14 @@ PROFILE_PACKAGE = 'segsr.benchmark_profiles'
 REQUIRED_KEYS = ('name', 'data', 'judge', 'deployed', 'generator', 'l1', 'finetune')
 STAGE_KEYS = ('iters', 'batch', 'gt_size', 'lr')
 START_STEPS = ('judge', 'deployed', 'l1', 'disc')  # trained once per options, cached across profiles, seeds, reruns
+EXTRA_JUDGE_PREFIX = 'judge_'  # the step of an other-family judge `judges.<name>`: judge_<name> (a starting point too)
 OPTIONAL_START = 'disc'  # the task-branch warm start: only with finetune.task_d_warm_start
 FINETUNE_STEPS = ('s2t', 'esrgan', 'segaware', 'sr4ir', 'sed', 'combo', 'sfms')  # from the L1 start, per seed
 TRAIN_STEPS = START_STEPS + FINETUNE_STEPS
 REFERENCE = 's2t'  # every interval is a difference to S->T of the same seed
 SPEED_BASE = 'esrgan'
 DEFAULT_EMA_DECAY = 0.999  # BasicSR's; a stage's `ema_decay` when the profile gives none
+BOOTSTRAP_DEFAULTS = dict(block=10, samples=2000, level=0.95, seed=0)
 MAX_EMA_START_WEIGHT = 0.05  # ema_decay ** iters: the share of a run's starting weights left in its scored EMA
 
 
@@ -167,6 +171,7 @@ def _check_profile(profile: dict, path: str) -> None:
         if key not in profile:
             raise ValueError(f"{path}: key '{key}' is required.")
     stages = {s: profile[s] for s in ('judge', 'deployed', 'l1', 'finetune')}
+    stages.update({f'judges.{name}': stage for name, stage in _extra_judges(profile, path).items()})
     if profile['finetune'].get('task_d_warm_start') is not None:
         stages['finetune.task_d_warm_start'] = profile['finetune']['task_d_warm_start']
     for stage, values in stages.items():
@@ -199,10 +204,42 @@ def _check_profile(profile: dict, path: str) -> None:
     unknown = set(profile.get('labels') or {}) - {r.key for r in ROWS}
     if unknown:
         raise ValueError(f"{path}: 'labels' has unknown rows {sorted(unknown)}; rows: {[r.key for r in ROWS]}.")
+    _check_kernels(profile, path)
     rows = profile.get('rows', list(FINETUNE_STEPS))
     if not isinstance(rows, list) or set(rows) - set(FINETUNE_STEPS) or REFERENCE not in rows:
         raise ValueError(f"{path}: 'rows' = {rows!r}; expected a list of fine-tuned rows from {list(FINETUNE_STEPS)} "
                          f"that includes '{REFERENCE}' (every interval is a difference to it).")
+
+
+def _extra_judges(profile: dict, path: str) -> Dict[str, dict]:
+    """``judges``: other-family judges by name (each a stage with a ``network`` block), checked."""
+    judges = profile.get('judges') or {}
+    if not isinstance(judges, dict):
+        raise ValueError(f"{path}: 'judges' must map judge names to training stages, got {type(judges).__name__}.")
+    for name, stage in judges.items():
+        if not re.fullmatch(r'[a-z0-9]+', str(name)):
+            raise ValueError(f"{path}: 'judges.{name}': a judge name is lower-case letters and digits only.")
+        if not isinstance(stage, dict) or not isinstance(stage.get('network'), dict) or 'type' not in stage['network']:
+            raise ValueError(f"{path}: 'judges.{name}' needs a 'network' block with a 'type'.")
+    return judges
+
+
+def _check_kernels(profile: dict, path: str) -> None:
+    """``lq_downsample`` (one method), ``l1.lq_downsample`` (one or a list: the L1 start's training mix) and
+    ``kernels`` (methods every row is also scored with) name known downsampling methods."""
+    train = profile.get('lq_downsample', 'matlab')
+    checks = {'lq_downsample': [train], 'kernels': profile.get('kernels') or []}
+    mix = profile['l1'].get('lq_downsample', train)
+    checks['l1.lq_downsample'] = mix if isinstance(mix, list) else [mix]
+    for key, methods in checks.items():
+        if not isinstance(methods, list) or not methods and key != 'kernels':
+            raise ValueError(f"{path}: '{key}' = {methods!r}; expected a method or a list of methods.")
+        unknown = [m for m in methods if m not in LQ_DOWNSAMPLE_METHODS]
+        if unknown:
+            raise ValueError(f"{path}: '{key}' has unknown downsampling methods {unknown}; choose from "
+                             f'{list(LQ_DOWNSAMPLE_METHODS)}.')
+    if train in checks['kernels']:
+        raise ValueError(f"{path}: 'kernels' lists the training kernel '{train}' (lq_downsample); it is scored anyway.")
 
 
 @dataclass
@@ -338,9 +375,12 @@ class OptionBuilder:
         self.scale = int(profile.get('scale', 4))
         self.num_classes = data.num_classes
         overrides = profile.get('overrides') or {}
-        self.start_steps = [s for s in START_STEPS if s != OPTIONAL_START or self.warm_start]
+        self.extra_judges = [EXTRA_JUDGE_PREFIX + name for name in profile.get('judges') or {}]
+        self.start_steps = [s for s in START_STEPS if s != OPTIONAL_START or self.warm_start] + self.extra_judges
         builders = dict(judge=lambda: self.task_opt('judge', 0), deployed=lambda: self.task_opt('deployed', 1),
                         l1=self.l1_opt, disc=self.disc_opt)
+        for offset, step in enumerate(self.extra_judges, start=3):  # seeds 0, 1, 2: judge, deployed, disc
+            builders[step] = lambda step=step, offset=offset: self.extra_judge_opt(step, offset)
         self._start_opts = {k: deep_merge(builders[k](), overrides.get(k) or {}) for k in self.start_steps}
 
     # ids, folders and checkpoints
@@ -353,12 +393,20 @@ class OptionBuilder:
         """Every training run in run order: the starting points, then each fine-tuned row per seed."""
         return list(self.start_steps) + [f'{s}_s{seed}' for s in self.rows for seed in self.seeds_of(s)]
 
-    @staticmethod
-    def base_step(step_id: str) -> str:
-        return step_id.rsplit('_s', 1)[0] if step_id not in START_STEPS else step_id
+    def is_start(self, step_id: str) -> bool:
+        """A starting point (trained once, cached): judge, deployed, l1, disc, judge_<name>."""
+        return step_id in START_STEPS or step_id in self.extra_judges
+
+    def base_step(self, step_id: str) -> str:
+        return step_id if self.is_start(step_id) else step_id.rsplit('_s', 1)[0]
+
+    @property
+    def judge_names(self) -> List[str]:
+        """Every frozen network that scores the rows: ``judge``, ``deployed``, then ``judge_<name>`` per other judge."""
+        return ['judge', 'deployed'] + self.extra_judges
 
     def run_dir(self, step_id: str) -> str:
-        if step_id in START_STEPS:
+        if self.is_start(step_id):
             return osp.join(self.cache_dir, f'{step_id}-{options_key(self._start_opts[step_id])}')
         return osp.join(self.out_dir, 'runs', step_id)
 
@@ -416,6 +464,12 @@ class OptionBuilder:
         """H->T task network training (``SegTaskModel`` on HR crops): the judge and the deployed network."""
         return self._seg_training(stage_name, self.p[stage_name], self.task_network(stage_name), seed_offset)
 
+    def extra_judge_opt(self, step_id: str, seed_offset: int) -> dict:
+        """An other-family judge (``judges.<name>``), trained on HR like the judge; no SR method sees it."""
+        stage = self.p['judges'][step_id[len(EXTRA_JUDGE_PREFIX):]]
+        network = dict(stage['network'], num_classes=self.num_classes)
+        return self._seg_training(step_id, stage, network, seed_offset)
+
     def disc_opt(self) -> dict:
         """The task-branch warm start: SegAwareGAN's discriminator, its segmentation head trained on HR crops."""
         return self._seg_training('disc', self.warm_start, self.seg_aware_d(semantic=False), 2)
@@ -438,6 +492,8 @@ class OptionBuilder:
         stage = self.p['l1']
         iters = int(stage['iters'])
         opt = self.base('l1', 'SRModel', stage, iters, self.seed)
+        if 'lq_downsample' in stage:  # one method, or a list: each training sample draws one
+            opt['datasets']['train']['lq_downsample'] = deepcopy(stage['lq_downsample'])
         opt['network_g'] = dict(self.p['generator'])
         opt['train'].update(ema_decay=ema_decay(stage), optim_g=self.adam(stage['lr']),
                             scheduler=dict(type='CosineAnnealingRestartLR', periods=[iters], restart_weights=[1],
@@ -572,7 +628,7 @@ class OptionBuilder:
         steps = OrderedDict()
         for step_id in self.step_ids():
             base = self.base_step(step_id)
-            if base in START_STEPS:
+            if self.is_start(base):
                 steps[step_id] = deepcopy(self._start_opts[base])
             else:
                 opt = getattr(self, base)(step_id, int(step_id.rsplit('_s', 1)[1]))
@@ -649,7 +705,7 @@ class Benchmark:
         """Write ``options/<step id>.yml``; refuse to resume a run whose options changed since it started."""
         path = osp.join(self.out_dir, 'options', f'{step_id}.yml')
         text = yaml.safe_dump(self.options[step_id], sort_keys=False)
-        if step_id not in START_STEPS and osp.isfile(path) and osp.isdir(self.builder.run_dir(step_id)):
+        if not self.builder.is_start(step_id) and osp.isfile(path) and osp.isdir(self.builder.run_dir(step_id)):
             with open(path) as f:
                 if f.read() != text:
                     raise ValueError(f'{path}: the options of step {step_id} changed since this benchmark started '
@@ -660,7 +716,7 @@ class Benchmark:
 
     def _done_file(self, step_id: str) -> str:
         """Finished-run record: in the cache folder for starting points (shared), in ``state/`` otherwise."""
-        if step_id in START_STEPS:
+        if self.builder.is_start(step_id):
             return osp.join(self.builder.run_dir(step_id), 'segsr_finished.json')
         return self._state('train', step_id)
 
@@ -674,14 +730,14 @@ class Benchmark:
             return json.load(f)
 
     def train(self, step_id: str) -> None:
-        base = OptionBuilder.base_step(step_id)
+        base = self.builder.base_step(step_id)
         if step_id in self.builder.starts:
             self.logger.info(f'{step_id}: using the given checkpoint {self.builder.starts[step_id]}')
             return
-        expected = self.builder.checkpoint(step_id, self.builder.start_net(base) if base in START_STEPS else 'g')
+        expected = self.builder.checkpoint(step_id, self.builder.start_net(base) if self.builder.is_start(base) else 'g')
         done = self.train_record(step_id)
         if done and osp.isfile(expected):
-            where = f' (cached: {self.builder.run_dir(step_id)})' if step_id in START_STEPS else ''
+            where = f' (cached: {self.builder.run_dir(step_id)})' if self.builder.is_start(step_id) else ''
             self.logger.info(f'{step_id}: trained already ({done["seconds"] / 60:.1f} min){where}, skipped.')
             return
         opt_path = self.write_options(step_id)
@@ -703,10 +759,16 @@ class Benchmark:
         self.logger.info(f'{step_id}: done in {seconds / 60:.1f} min.')
 
     # 2. evaluation
-    def val_dataset(self):
+    def val_dataset(self, kernel: Optional[str] = None):
+        """The evaluation split with LR made by ``kernel`` (default: the training kernel, ``lq_downsample``)."""
         opt = dict(self.data.block(self.data.eval_split), phase='val', scale=self.builder.scale,
-                   lq_downsample=self.profile.get('lq_downsample', 'matlab'))
+                   lq_downsample=kernel or self.profile.get('lq_downsample', 'matlab'))
         return build_dataset(opt)
+
+    @property
+    def kernels(self) -> List[str]:
+        """The profile's ``kernels``: LR degradations every row is also scored with (none trained on them)."""
+        return list(self.profile.get('kernels') or [])
 
     def method_entry(self, row: Row, step_id: Optional[str]) -> dict:
         if row.kind != 'generator':
@@ -735,21 +797,35 @@ class Benchmark:
             return [(seed, f'{row.step}_s{seed}') for seed in self.builder.seeds_of(row.step)]
         return [(self.builder.seeds[0], row.step)]
 
-    def evaluate(self, row: Row, seed: int, step_id: Optional[str], dataset, nets: dict, keep: List[int]) -> None:
-        key = f'{row.key}_s{seed}'
-        if self._load_state('eval', key) and osp.isfile(self._state('matrices', key, 'npz')):
-            self.logger.info(f'{row.label} (seed {seed}): evaluated already, skipped.')
+    @staticmethod
+    def eval_key(row: Row, seed: int, kernel: Optional[str] = None) -> str:
+        """State key of one evaluation: ``<row>_s<seed>``, ``<row>_s<seed>@<kernel>`` under another kernel."""
+        return f'{row.key}_s{seed}' + (f'@{kernel}' if kernel else '')
+
+    def _evaluated(self, key: str) -> bool:
+        path = self._state('matrices', key, 'npz')
+        if not (self._load_state('eval', key) and osp.isfile(path)):
+            return False
+        with np.load(path) as mats:  # an evaluation from before a judge was added is redone
+            return set(self.builder.judge_names) <= set(mats.files)
+
+    def evaluate(self, row: Row, seed: int, step_id: Optional[str], dataset, nets: dict, keep: List[int],
+                 kernel: Optional[str] = None) -> None:
+        """Score one run on ``dataset``; under another ``kernel``: PSNR/SSIM and the frozen nets only, no pictures."""
+        key = self.eval_key(row, seed, kernel)
+        if self._evaluated(key):
+            self.logger.info(f'{row.label} (seed {seed}{f", kernel {kernel}" if kernel else ""}): evaluated already, '
+                             'skipped.')
             return
         predictors = {name: network_predictor(net) for name, net in nets.items()}
-        if row.own:
+        if row.own and kernel is None:
             predictors['own'] = self.own_predictor(row, step_id)
-        metrics = OrderedDict(
-            psnr=dict(type='calculate_psnr', crop_border=self.builder.scale, test_y_channel=True),
-            ssim=dict(type='calculate_ssim', crop_border=self.builder.scale, test_y_channel=True),
-            niqe=dict(type='calculate_niqe', crop_border=self.builder.scale))
+        metrics = default_metrics(self.builder.scale)
+        if kernel is None:
+            metrics['niqe'] = dict(type='calculate_niqe', crop_border=self.builder.scale)
         scorer = TaskScorer(metrics, predictors, self.data.num_classes, self.data.ignore_index)
         result = evaluate_method(build_method(self.method_entry(row, step_id), self.device), dataset, scorer,
-                                 self.device, keep)
+                                 self.device, keep if kernel is None else [])
         pictures = {}
         for idx, (sr_rgb, pred) in result['pictures'].items():
             base = osp.join(self.out_dir, 'pictures', f'{key}_{idx}')
@@ -757,23 +833,27 @@ class Benchmark:
             np.save(base + '_pred.npy', pred.astype(np.int16))
             pictures[str(idx)] = base
         tmp = self._state('matrices', key, 'tmp.npz')
-        np.savez_compressed(tmp, **{name: np.stack(scorer.image_matrices[name]) for name in ('judge', 'deployed')})
+        np.savez_compressed(tmp, **{name: np.stack(scorer.image_matrices[name]) for name in nets})
         os.replace(tmp, self._state('matrices', key, 'npz'))
         summary = {k: v for k, v in result['summary'].items()}
         self._save_state('eval', key, {'summary': summary, 'pictures': pictures})
-        self.logger.info(f"{row.label} (seed {seed}): judge mIoU {summary['judge_miou']:.2f}, deployed mIoU "
-                         f"{summary['deployed_miou']:.2f}, PSNR {summary['psnr']:.2f}, SSIM {summary['ssim']:.4f}, "
-                         f"NIQE {summary['niqe']:.2f}")
+        scores = ', '.join(f"{name} mIoU {summary[f'{name}_miou']:.2f}" for name in nets)
+        self.logger.info(f"{row.label} (seed {seed}{f', kernel {kernel}' if kernel else ''}): {scores}, PSNR "
+                         f"{summary['psnr']:.2f}, SSIM {summary['ssim']:.4f}"
+                         + (f", NIQE {summary['niqe']:.2f}" if 'niqe' in summary else ''))
 
-    def intervals(self, row: Row, seed: int) -> Dict[str, dict]:
-        """Paired block-bootstrap intervals of the row's judge and deployed mIoU minus S->T's (same seed)."""
+    def intervals(self, row: Row, seed: int, kernel: Optional[str] = None) -> Dict[str, dict]:
+        """Paired block-bootstrap intervals of the row's mIoU minus S->T's (same seed, same kernel) for every frozen
+        net (``<name>_vs_s2t``), and the transfer ratio (:func:`transfer_ratio`)."""
         ref_seeds = self.builder.seeds_of(REFERENCE)
-        ref_key = f'{REFERENCE}_s{seed if seed in ref_seeds else ref_seeds[0]}'
-        mats, ref = (np.load(self._state('matrices', k, 'npz')) for k in (f'{row.key}_s{seed}', ref_key))
-        boot = dict(self.profile.get('bootstrap') or {})
-        return {f'{name}_vs_s2t': paired_block_bootstrap(
-            mats[name], ref[name], int(boot.get('block', 10)), int(boot.get('samples', 2000)),
-            float(boot.get('level', 0.95)), int(boot.get('seed', 0))).as_dict() for name in ('judge', 'deployed')}
+        ref_key = self.eval_key(Row(REFERENCE, '', 'generator'), seed if seed in ref_seeds else ref_seeds[0], kernel)
+        mats, ref = (np.load(self._state('matrices', k, 'npz')) for k in (self.eval_key(row, seed, kernel), ref_key))
+        boot = dict(BOOTSTRAP_DEFAULTS, **(self.profile.get('bootstrap') or {}))
+        out = {f'{name}_vs_s2t': paired_block_bootstrap(
+            mats[name], ref[name], int(boot['block']), int(boot['samples']), float(boot['level']),
+            int(boot['seed'])).as_dict() for name in self.builder.judge_names}
+        out['transfer_ratio'] = transfer_ratio(out, self.builder.extra_judges)
+        return out
 
     # 3. step timing
     def speed(self, row: Row) -> None:
@@ -799,11 +879,16 @@ class Benchmark:
         dataset = self.val_dataset()
         nets = {name: build_judge({'network': self.options[name]['network_task'],
                                    'path': self.builder.checkpoint(name, 'task'), 'param_key': 'params'},
-                                  self.device, name) for name in ('judge', 'deployed')}
+                                  self.device, name) for name in self.builder.judge_names}
         keep = grid_indices(len(dataset), int((self.profile.get('eval') or {}).get('grid_images', 3)))
         for row in self.rows:
             for seed, step_id in self.row_runs(row):
                 self.evaluate(row, seed, step_id, dataset, nets, keep)
+        for kernel in self.kernels:
+            kernel_set = self.val_dataset(kernel)
+            for row in self.rows:
+                for seed, step_id in self.row_runs(row) if row.kind != 'hr' else []:  # HR has no LR
+                    self.evaluate(row, seed, step_id, kernel_set, nets, [], kernel)
         for row in self.rows:
             self.speed(row)
         return self.write_outputs(dataset, keep)
@@ -816,8 +901,11 @@ class Benchmark:
             runs = []
             for seed, step_id in self.row_runs(row):
                 ev = self._load_state('eval', f'{row.key}_s{seed}')
+                kernels = {} if row.kind == 'hr' else {
+                    k: dict(summary=self._load_state('eval', self.eval_key(row, seed, k))['summary'],
+                            intervals=self.intervals(row, seed, k)) for k in self.kernels}
                 runs.append(dict(seed=seed, step=step_id, summary=ev['summary'], pictures=ev['pictures'],
-                                 intervals=self.intervals(row, seed),
+                                 intervals=self.intervals(row, seed), kernels=kernels,
                                  train=self.train_record(step_id) if step_id else None))
             records.append(dict(key=row.key, label=row.label, step=row.step, runs=runs,
                                 summary=aggregate([r['summary'] for r in runs]), pictures=runs[0]['pictures'],
@@ -833,8 +921,10 @@ class Benchmark:
         records = self.collect()
         meta = self.metadata(len(dataset))
         table = markdown_table(records)
+        transfer = ''.join(transfer_table(records, self.builder.judge_names, kernel, meta['lq_downsample'])
+                           for kernel in [None] + self.kernels)
         with open(osp.join(self.out_dir, 'results.md'), 'w') as f:
-            f.write(header_text(meta) + '\n' + table + '\n' + FOOTNOTES)
+            f.write(header_text(meta) + '\n' + table + '\n' + FOOTNOTES + '\n' + transfer + TRANSFER_NOTES)
         payload = dict(meta=meta, rows=[strip_pictures(r) for r in records])
         with open(osp.join(self.out_dir, 'results.json'), 'w') as f:
             json.dump(_finite_or_none(payload), f, indent=2, default=_json_default, allow_nan=False)
@@ -870,7 +960,10 @@ class Benchmark:
             machine=f'{machine}, {platform.machine()}, torch {torch.__version__}', amp=p.get('amp', False),
             date=time.strftime('%Y-%m-%d'), command=shlex.join(['segsr-benchmark'] + sys.argv[1:]),
             seeds=self.builder.seeds, seeded_rows=p.get('seeded_rows') or self.builder.rows, starts=starts,
-            bootstrap=dict(dict(block=10, samples=2000, level=0.95, seed=0), **(p.get('bootstrap') or {})),
+            bootstrap=dict(BOOTSTRAP_DEFAULTS, **(p.get('bootstrap') or {})),
+            lq_downsample=p.get('lq_downsample', 'matlab'), kernels=self.kernels,
+            l1_lq_downsample=p['l1'].get('lq_downsample', p.get('lq_downsample', 'matlab')),
+            judges={name: self.options[name]['network_task'] for name in self.builder.judge_names},
             schedule=dict(judge=_stage(p['judge']), deployed=_stage(p['deployed']), l1=_stage(p['l1']),
                           finetune=_stage(p['finetune'])))
 
@@ -912,6 +1005,14 @@ scale-pixel border; NIQE: lower is better. s / iter: one training step on a fixe
 and crop for every row), median, in a fresh process; x ESRGAN: ratio to the stock ESRGAN step with the same
 generator (peak memory: results.json). infer s / img: the generator alone on one image. train min: wall time of the
 row's training run (summed over seeds).
+"""
+TRANSFER_NOTES = """\
+Transfer tables: each frozen net's mIoU on the row's SR output and its difference to S->T of the same seed and
+kernel (95% paired block-bootstrap interval; several seeds: mean, range, seeds with the interval above 0). judge and
+judge_<name> never trained with any SR method (judge_<name>: other architecture families); deployed is the network
+the task-aware rows train through. transfer ratio: mean gain of the judge_<name> nets / the deployed net's gain (of
+the seeds' means): 1 = the gain holds for networks the SR never saw, 0 = it is tied to the deployed network; it is
+only meaningful where the deployed gain's interval is above 0.
 """
 
 
@@ -958,6 +1059,60 @@ def markdown_table(records: List[dict]) -> str:
                  _fmt(sum(seconds) / 60 if seconds else None, 1)]
         lines.append('| ' + ' | '.join(c.replace('n/a', '—') for c in cells) + ' |')
     return '\n'.join(lines) + '\n'
+
+
+def transfer_ratio(intervals: Dict[str, dict], others: List[str]) -> Optional[float]:
+    """Mean gain over S->T of the other-family judges ``others`` divided by the deployed network's gain.
+
+    1 when the SR gains as much for networks it never saw as for the one it trained through; 0 when the gain is tied
+    to the deployed network. None without other judges or when the deployed gain is 0 (S->T itself). Read it only
+    where the deployed gain's interval is above 0: a ratio of two small numbers means nothing.
+    """
+    deployed = intervals['deployed_vs_s2t']['diff']
+    if not others or deployed == 0:
+        return None
+    return float(np.mean([intervals[f'{name}_vs_s2t']['diff'] for name in others]) / deployed)
+
+
+def _run_part(run: dict, kernel: Optional[str]) -> Optional[dict]:
+    return run if kernel is None else run['kernels'].get(kernel)
+
+
+def _delta_of(record: dict, name: str, kernel: Optional[str]) -> str:
+    """:func:`_delta` of one frozen net's mIoU, on the training kernel or under ``kernel``."""
+    parts = [_run_part(run, kernel) for run in record['runs']]
+    return _delta({'key': record['key'], 'runs': parts}, name)
+
+
+def transfer_table(records: List[dict], names: List[str], kernel: Optional[str], train_kernel: str) -> str:
+    """Rows against S->T for every frozen net (judge, deployed, other-family judges) and the transfer ratio, with
+    LR from the training kernel (``kernel`` None) or from another kernel."""
+    title = f'LR from `{kernel}` (never trained on)' if kernel else f'LR from `{train_kernel}` (the training kernel)'
+    header = ['method', 'PSNR-Y'] + [f'{n} mIoU - S->T' for n in names] + ['transfer ratio']
+    lines = [f'## Transfer: {title}', '', '| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * (len(header) - 1)]
+    for r in records:
+        parts = [_run_part(run, kernel) for run in r['runs']]
+        if r['key'] == 'hr' and kernel or any(p is None for p in parts):
+            continue
+        summary = aggregate([p['summary'] for p in parts])
+        cells = [r['label'], _mean_sd(summary, 'psnr', 2)]
+        for name in names:
+            mean = _mean_sd(summary, f'{name}_miou', 2)
+            cells.append(mean if r['key'] in (REFERENCE, 'hr') else f'{mean}: {_delta_of(r, name, kernel)}')
+        cells.append(_transfer_cell(parts, names))
+        lines.append('| ' + ' | '.join(c.replace('n/a', '—') for c in cells) + ' |')
+    return '\n'.join(lines) + '\n\n'
+
+
+def _transfer_cell(parts: List[dict], names: List[str]) -> str:
+    """The transfer ratio of the seeds' mean gains (``mean other-family gain / deployed gain``)."""
+    others = [n for n in names if n.startswith(EXTRA_JUDGE_PREFIX)]
+    if not others or any('deployed_vs_s2t' not in p['intervals'] for p in parts):
+        return '—'
+    mean = {f'{n}_vs_s2t': {'diff': float(np.mean([p['intervals'][f'{n}_vs_s2t']['diff'] for p in parts]))}
+            for n in others + ['deployed']}
+    ratio = transfer_ratio(mean, others)
+    return '—' if ratio is None else f'{ratio:.2f}'
 
 
 def plot_miou_vs_psnr(records: List[dict], path: str, title: str) -> None:

@@ -14,11 +14,12 @@ import torch
 import yaml
 
 from conftest import REPO, write_yaml
-from segsr.benchmark import ROWS, START_STEPS, DataInfo, OptionBuilder, deep_merge, load_profile
+from segsr.benchmark import ROWS, DataInfo, OptionBuilder, deep_merge, load_profile
 from segsr.models.task_eval import TaskScorer
 from segsr.utils.amp import amp_dtype
 
 DATA = DataInfo('/data/camvid', 'camvid', 11, 255, 'lmdb', 'seq_train', 'seq_dev')
+JUDGES = ('judge', 'deployed', 'judge_lraspp', 'judge_deeplab')  # the smoke profile's frozen nets
 GENERATOR_ROWS = [r for r in ROWS if r.kind == 'generator']
 
 
@@ -40,17 +41,18 @@ def _values(tree):
 def test_every_step_is_the_method_it_claims_on_one_schedule():
     b = _builder()
     opts = b.all()
-    assert list(opts) == ['judge', 'deployed', 'l1', 's2t_s0', 's2t_s1', 's2t_s2', 'esrgan_s0', 'segaware_s0',
-                          'sr4ir_s0', 'sed_s0', 'combo_s0', 'sfms_s0', 'sfms_s1', 'sfms_s2']
+    assert list(opts) == ['judge', 'deployed', 'l1', 'judge_lraspp', 'judge_deeplab', 's2t_s0', 's2t_s1', 's2t_s2',
+                          'esrgan_s0', 'segaware_s0', 'sr4ir_s0', 'sed_s0', 'combo_s0', 'sfms_s0', 'sfms_s1', 'sfms_s2']
     types = {k: (o['model_type'], (o.get('network_d') or {}).get('type')) for k, o in opts.items() if not k.endswith('_s1')}
     assert types == {'judge': ('SegTaskModel', None), 'deployed': ('SegTaskModel', None), 'l1': ('SRModel', None),
+                     'judge_lraspp': ('SegTaskModel', None), 'judge_deeplab': ('SegTaskModel', None),
                      's2t_s0': ('SRModel', None), 's2t_s2': ('SRModel', None),
                      'esrgan_s0': ('ESRGANModel', 'VGGStyleDiscriminator'),
                      'segaware_s0': ('SegAwareGANModel', 'SegAwareDiscriminator'), 'sr4ir_s0': ('SR4IRModel', None),
                      'sed_s0': ('SeDModel', 'SeDPatchDiscriminator'),
                      'combo_s0': ('SegAwareGANModel', 'SegAwareDiscriminator'),
                      'sfms_s0': ('SR4IRModel', None), 'sfms_s2': ('SR4IRModel', None)}
-    tuned = [k for k in opts if k not in START_STEPS]
+    tuned = [k for k in opts if not b.is_start(k)]
     # one generator, one start (the cached L1 start), one schedule; seeds only change manual_seed
     l1_ckpt = b.checkpoint('l1', 'g')
     assert l1_ckpt.startswith('/cache/l1-') and l1_ckpt.endswith('/models/net_g_latest.pth')
@@ -84,7 +86,7 @@ def test_starting_points_are_cached_by_their_options():
     folder; another when its options change; user checkpoints replace it."""
     a, b = _builder(), OptionBuilder(deep_merge(load_profile('quick'), {'name': 'other', 'seeds': [5]}), DATA,
                                      '/elsewhere', 'cpu', '/cache')
-    assert a.start_steps == ['judge', 'deployed', 'l1'] and all(a.run_dir(s) == b.run_dir(s) for s in a.start_steps)
+    assert a.start_steps == ['judge', 'deployed', 'l1', 'judge_lraspp', 'judge_deeplab'] and all(a.run_dir(s) == b.run_dir(s) for s in a.start_steps)
     assert a.run_dir('s2t_s0') == '/out/runs/s2t_s0'
     changed = _builder(l1={'iters': 4000})
     assert changed.run_dir('l1') != a.run_dir('l1') and changed.run_dir('judge') == a.run_dir('judge')
@@ -127,7 +129,7 @@ def test_profile_with_a_base_states_only_what_it_changes(tmp_path):
     assert profile['finetune'] == dict(quick['finetune'], ce_weight=0.05) and profile['judge'] == quick['judge']
     builder = OptionBuilder(profile, DATA, '/out', 'cpu', '/cache')
     opts = builder.all()
-    assert list(opts) == ['judge', 'deployed', 'l1', 's2t_s0', 'sfms_s0']
+    assert list(opts) == ['judge', 'deployed', 'l1', 'judge_lraspp', 'judge_deeplab', 's2t_s0', 'sfms_s0']
     assert opts['sfms_s0']['train']['sr_ce_opt']['loss_weight'] == 0.05 and opts['sfms_s0']['train']['ema_decay'] == 0.98
     reference = _builder().all()
     for step in builder.start_steps:  # same starting points: the ablation reuses the cached ones
@@ -274,7 +276,7 @@ def _mtimes(tmp_path, out='out'):
     """Modification time of each training run's final checkpoint (starting points in the cache)."""
     builder = OptionBuilder(load_profile('smoke'), DataInfo(str(tmp_path / 'data'), 'synthetic', 4, 255, 'disk'),
                             str(tmp_path / out), 'cpu', str(tmp_path / 'cache'))
-    return {s: os.path.getmtime(builder.checkpoint(s, builder.start_net(s) if s in START_STEPS else 'g'))
+    return {s: os.path.getmtime(builder.checkpoint(s, builder.start_net(s) if builder.is_start(s) else 'g'))
             for s in builder.step_ids()}
 
 
@@ -296,18 +298,32 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
         runs = rows[row.key]['runs']
         assert [r['seed'] for r in runs] == ([0, 1] if row.key in ('s2t', 'sfms') else [0])
         reference = {r['seed']: r for r in rows['s2t']['runs']}
-        for run in runs:  # paired intervals against S->T of the same seed, for the judge and the deployed network
-            for name in ('judge', 'deployed'):
-                ci = run['intervals'][f'{name}_vs_s2t']
-                assert math.isfinite(ci['low']) and ci['low'] <= ci['high']
-                assert math.isclose(ci['diff'], run['summary'][f'{name}_miou'] -
-                                    reference[run['seed']]['summary'][f'{name}_miou'], abs_tol=1e-9)
+        for run in runs:  # paired intervals against S->T of the same seed, for every frozen net and kernel
+            parts = [(run, reference[run['seed']])]
+            if row.kind != 'hr':  # scored under the kernel no row trained on too
+                assert list(run['kernels']) == ['blur_jpeg']
+                parts.append((run['kernels']['blur_jpeg'], reference[run['seed']]['kernels']['blur_jpeg']))
+                assert math.isfinite(parts[-1][0]['summary']['psnr'])
+            for part, ref in parts:
+                for name in JUDGES:
+                    ci = part['intervals'][f'{name}_vs_s2t']
+                    assert math.isfinite(ci['low']) and ci['low'] <= ci['high']
+                    assert math.isclose(ci['diff'], part['summary'][f'{name}_miou'] - ref['summary'][f'{name}_miou'],
+                                        abs_tol=1e-9)
+                ratio = part['intervals']['transfer_ratio']
+                deployed = part['intervals']['deployed_vs_s2t']['diff']
+                assert (ratio is None) == (deployed == 0) and (ratio is None or math.isfinite(ratio))
         if row.kind == 'generator' and row.key != 'l1':
             spd = rows[row.key]['speed']
             assert spd['sec_per_iter'] > 0 and spd['peak_mb'] > 0 and spd['x_esrgan_time'] > 0
             assert s['sec_per_img'] > 0 and all(run['train']['seconds'] > 0 for run in runs)
-    for run in rows['s2t']['runs']:  # a row against itself: [0, 0]
-        assert run['intervals']['judge_vs_s2t'] == dict(run['intervals']['judge_vs_s2t'], diff=0.0, low=0.0, high=0.0)
+    for run in rows['s2t']['runs']:  # a row against itself: [0, 0], for every net and kernel; no transfer ratio
+        for part in (run, run['kernels']['blur_jpeg']):
+            for name in JUDGES:
+                ci = part['intervals'][f'{name}_vs_s2t']
+                assert ci == dict(ci, diff=0.0, low=0.0, high=0.0)
+            assert part['intervals']['transfer_ratio'] is None
+    assert '## Transfer: LR from `blur_jpeg` (never trained on)' in table and 'judge_lraspp mIoU - S->T' in table
     assert 'judge_miou_sd' in rows['sfms']['summary'] and 'judge_miou_sd' not in rows['esrgan']['summary']
     assert rows['esrgan']['speed']['x_esrgan_time'] == 1.0
     assert rows['hr']['summary']['ssim'] == pytest.approx(1.0)
@@ -318,18 +334,19 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
     steps = OptionBuilder(load_profile('smoke'), DataInfo('', '', 4, 255, 'disk'), '', 'cpu', '').step_ids()
     for step in steps:  # every generated option file is a plain BasicSR option file
         assert yaml.safe_load((out / 'options' / f'{step}.yml').read_text())['name'] == f'benchmark_smoke_{step}'
-    assert sorted(p.split('-')[0] for p in os.listdir(tmp_path / 'cache')) == ['deployed', 'disc', 'judge', 'l1']
+    assert sorted(p.split('-')[0] for p in os.listdir(tmp_path / 'cache')) == ['deployed', 'disc', 'judge',
+                                                                             'judge_deeplab', 'judge_lraspp', 'l1']
     assert 'niqe is undefined' not in log
 
     # a rerun redoes nothing
     before = _mtimes(tmp_path)
     log = _run_smoke(tmp_path)
-    assert log.count('trained already') == len(steps) and log.count('evaluated already') == 12
+    assert log.count('trained already') == len(steps) and log.count('evaluated already') == 12 + 11  # + blur_jpeg
     assert 'timing training steps' not in log and _mtimes(tmp_path) == before
 
     # another benchmark (another --out) with the same cache trains no starting point again
     log = _run_smoke(tmp_path, out='other')
-    assert log.count('(cached: ') == 4 and 'judge: training' not in log and 's2t_s0: training' in log
+    assert log.count('(cached: ') == 6 and 'judge: training' not in log and 's2t_s0: training' in log
 
     # an interrupted benchmark: one training run died after its last saved state, one row was not evaluated
     os.remove(out / 'state' / 'train_combo_s0.json')
@@ -337,7 +354,7 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
     os.remove(out / 'state' / 'eval_sed_s0.json')
     log = _run_smoke(tmp_path)
     assert log.count('trained already') == len(steps) - 1 and 'combo_s0: training' in log
-    assert log.count('evaluated already') == 11 and 'SeD (P+SeD) (seed 0): judge mIoU' in log
+    assert log.count('evaluated already') == 11 + 11 and 'SeD (P+SeD) (seed 0): judge mIoU' in log
     combo_log = (out / 'logs' / 'train_combo_s0.txt').read_text()
     assert 'Resuming training from epoch' in combo_log  # BasicSR's auto-resume from the saved state
     after = _mtimes(tmp_path)

@@ -1,5 +1,6 @@
 """Paired LQ / GT / label-map dataset for task-aware super-resolution."""
 import os
+import random
 from copy import deepcopy
 from os import path as osp
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -59,8 +60,11 @@ class PairedImageSegDataset(data.Dataset):
             - dataroot_gt (str): HR image folder, or HR LMDB for the LMDB backend.
             - dataroot_seg (str): Label-map folder or LMDB (8/16-bit single-channel class ids).
             - dataroot_lq (str, optional): LQ folder or LMDB. Default: LQ made from the GT.
-            - lq_downsample (str): ``'matlab'`` (default) or ``'torch'``, see
-              :func:`segsr.data.seg_transforms.downsample`.
+            - lq_downsample (str or list): how the LQ image is made from the GT when ``dataroot_lq`` is not set:
+              ``'matlab'`` (default), ``'torch'``, ``'pil_lanczos'``, ``'cv2_area'`` or ``'blur_jpeg'`` (see
+              :func:`segsr.data.seg_transforms.downsample`). Training only: a list of them, one drawn per sample
+              (Python's ``random``, seeded per sample by ``segsr.train``): an SR network that does not depend on
+              one bicubic implementation.
             - io_backend (dict): ``{type: disk}`` or ``{type: lmdb}``; other keys go to ``FileClient``.
             - meta_info_file (str, optional): GT names, first token of each line (a name without extension is
               looked up by stem). Default: every image of ``dataroot_gt``, or the GT LMDB's ``meta_info.txt``.
@@ -133,10 +137,7 @@ class PairedImageSegDataset(data.Dataset):
         if self.backend not in _IO_BACKENDS:
             raise self._fail(f"option io_backend.type '{self.backend}' is not supported; use one of "
                              f'{list(_IO_BACKENDS)}.')
-        self.lq_downsample = opt.get('lq_downsample', 'matlab')
-        if self.lq_downsample not in LQ_DOWNSAMPLE_METHODS:
-            raise self._fail(f"option lq_downsample '{self.lq_downsample}' is not supported; use one of "
-                             f'{list(LQ_DOWNSAMPLE_METHODS)}.')
+        self.lq_downsample = self._parse_lq_downsample(opt.get('lq_downsample', 'matlab'))
         self._parse_label_options()
         self._load_dataset_info()
         if self.phase == 'train':
@@ -153,6 +154,22 @@ class PairedImageSegDataset(data.Dataset):
             self.crop_hw = (crop_h, crop_w)
         else:
             self.gt_size = None
+
+    def _parse_lq_downsample(self, value) -> Tuple[str, ...]:
+        """``lq_downsample``: one method, or (training only) a list of methods each sample draws one of."""
+        methods = tuple(value) if isinstance(value, (list, tuple)) else (value, )
+        if not methods:
+            raise self._fail('option lq_downsample is an empty list; give a method or a list of methods.')
+        unknown = [m for m in methods if m not in LQ_DOWNSAMPLE_METHODS]
+        if unknown:
+            raise self._fail(f"option lq_downsample {', '.join(repr(m) for m in unknown)} is not supported; use one "
+                             f'of {list(LQ_DOWNSAMPLE_METHODS)} (or a list of them for training).')
+        if len(methods) > 1 and self.phase != 'train':
+            raise self._fail(f'option lq_downsample {list(methods)}: a mix of methods is for training; phase '
+                             f"'{self.phase}' scores with one method.")
+        if self.lq_root and isinstance(value, (list, tuple)):
+            raise self._fail('option lq_downsample is a list but dataroot_lq is set: LQ images are read, not made.')
+        return methods
 
     def _parse_label_options(self) -> None:
         self.num_classes = int(self._require('num_classes'))
@@ -430,7 +447,8 @@ class PairedImageSegDataset(data.Dataset):
             arrays = augment_seg(arrays, self.opt.get('use_hflip', False), self.opt.get('use_rot', False))
             img_gt, seg, img_lq = arrays[0], arrays[1], (arrays[2] if img_lq is not None else None)
         if img_lq is None:
-            img_lq = downsample(img_gt, self.scale, self.lq_downsample)
+            method = self.lq_downsample[0] if len(self.lq_downsample) == 1 else random.choice(self.lq_downsample)
+            img_lq = downsample(img_gt, self.scale, method)
         return img_gt, seg, img_lq
 
     def __getitem__(self, index: int) -> dict:

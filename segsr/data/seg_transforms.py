@@ -15,7 +15,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-LQ_DOWNSAMPLE_METHODS = ('matlab', 'torch')
+# 'matlab' is the classic SR benchmark LR; the others are other downsampling implementations and one mild
+# Real-ESRGAN-style degradation, for training on a mix (a list of them) or scoring under a kernel never trained on.
+LQ_DOWNSAMPLE_METHODS = ('matlab', 'torch', 'pil_lanczos', 'cv2_area', 'blur_jpeg')
+BLUR_JPEG_SIGMA = 0.8  # Gaussian blur of the HR image (pixels), before 'blur_jpeg' downsamples it ...
+BLUR_JPEG_QUALITY = 75  # ... and JPEG-encodes the 8-bit LR image at this quality
 
 
 def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
@@ -239,16 +243,21 @@ def validate_labels(label: np.ndarray, num_classes: int, ignore_index: int = 255
 
 
 def downsample(img: np.ndarray, scale: int, method: str = 'matlab') -> np.ndarray:
-    """Bicubic downsampling of an HR image by an integer factor.
+    """Downsampling of an HR image by an integer factor (deterministic for a given image and method).
 
     Args:
-        img: HWC float32 image in ``[0, 1]``; height and width must be multiples of ``scale``.
+        img: HWC (or HW) float32 RGB image in ``[0, 1]``; height and width must be multiples of ``scale``.
         scale: Integer scale factor.
-        method: ``'matlab'`` (``basicsr.utils.matlab_functions.imresize``, MATLAB's antialiased bicubic, the
-            classic SR benchmark LR) or ``'torch'`` (``F.interpolate(mode='bicubic', antialias=True)``, faster).
+        method: ``'matlab'`` (``basicsr.utils.matlab_functions.imresize``, MATLAB's antialiased bicubic with
+            ``a = -0.5``, the classic SR benchmark LR), ``'torch'`` (``F.interpolate(mode='bicubic',
+            antialias=True)``: ``a = -0.75``, sharper), ``'pil_lanczos'`` (Pillow's antialiased Lanczos-3, sharper
+            still), ``'cv2_area'`` (OpenCV's pixel-area average: a box filter, softer) or ``'blur_jpeg'`` (Gaussian
+            blur of sigma ``BLUR_JPEG_SIGMA`` px, MATLAB bicubic, then JPEG at quality ``BLUR_JPEG_QUALITY``: a mild
+            Real-ESRGAN-style camera degradation; the output is 8-bit).
 
     Returns:
-        HWC float32 image of size ``(H // scale, W // scale)``, clipped to ``[0, 1]`` (not quantized).
+        HWC float32 image of size ``(H // scale, W // scale)``, clipped to ``[0, 1]`` (not quantized, except
+        ``'blur_jpeg'``).
     """
     if method not in LQ_DOWNSAMPLE_METHODS:
         raise ValueError(f"Unknown downsampling method '{method}'; use one of {list(LQ_DOWNSAMPLE_METHODS)}.")
@@ -256,13 +265,57 @@ def downsample(img: np.ndarray, scale: int, method: str = 'matlab') -> np.ndarra
     if h % scale or w % scale:
         raise ValueError(f'Image size {(h, w)} is not a multiple of scale {scale}.')
     img = np.ascontiguousarray(img, dtype=np.float32)
-    if method == 'matlab':
-        from basicsr.utils.matlab_functions import imresize
-
-        out = imresize(img, 1 / scale)
-        return np.clip(out, 0, 1).astype(np.float32, copy=False)
-    tensor = torch.from_numpy(img[:, :, None] if img.ndim == 2 else img).permute(2, 0, 1)[None]
-    out = F.interpolate(tensor, size=(h // scale, w // scale), mode='bicubic', align_corners=False, antialias=True)
-    out = np.ascontiguousarray(out.clamp_(0, 1)[0].permute(1, 2, 0).numpy())
+    planar = img[:, :, None] if img.ndim == 2 else img
+    out = _DOWNSAMPLERS[method](planar, scale)
+    out = np.ascontiguousarray(np.clip(out, 0, 1), dtype=np.float32)
     return out[:, :, 0] if img.ndim == 2 else out
 
+
+def _matlab(img: np.ndarray, scale: int) -> np.ndarray:
+    from basicsr.utils.matlab_functions import imresize
+
+    out = imresize(img, 1 / scale)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def _torch(img: np.ndarray, scale: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    tensor = torch.from_numpy(img).permute(2, 0, 1)[None]
+    out = F.interpolate(tensor, size=(h // scale, w // scale), mode='bicubic', align_corners=False, antialias=True)
+    return out[0].permute(1, 2, 0).numpy()
+
+
+def _pil_lanczos(img: np.ndarray, scale: int) -> np.ndarray:
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    planes = [np.asarray(Image.fromarray(img[:, :, c], mode='F').resize((w // scale, h // scale), Image.LANCZOS))
+              for c in range(img.shape[2])]
+    return np.stack(planes, axis=2)
+
+
+def _cv2_area(img: np.ndarray, scale: int) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    out = cv2.resize(img, (w // scale, h // scale), interpolation=cv2.INTER_AREA)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def _blur_jpeg(img: np.ndarray, scale: int) -> np.ndarray:
+    import cv2
+
+    blurred = cv2.GaussianBlur(img, (0, 0), sigmaX=BLUR_JPEG_SIGMA, borderType=cv2.BORDER_REFLECT_101)
+    lq = _matlab(blurred[:, :, None] if blurred.ndim == 2 else blurred, scale)
+    lq8 = (np.clip(lq, 0, 1) * 255).round().astype(np.uint8)
+    bgr = lq8[:, :, ::-1] if lq8.shape[2] == 3 else lq8
+    ok, buf = cv2.imencode('.jpg', np.ascontiguousarray(bgr), [cv2.IMWRITE_JPEG_QUALITY, BLUR_JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError('OpenCV could not JPEG-encode the LR image.')
+    dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    dec = dec[:, :, None] if dec.ndim == 2 else dec[:, :, ::-1]
+    return dec.astype(np.float32) / 255.
+
+
+_DOWNSAMPLERS = {'matlab': _matlab, 'torch': _torch, 'pil_lanczos': _pil_lanczos, 'cv2_area': _cv2_area,
+                 'blur_jpeg': _blur_jpeg}
