@@ -165,6 +165,8 @@ class SegTaskNet(nn.Module):
         input_norm: Normalise ``[0, 1]`` RGB input with ImageNet mean/std inside the network.
     """
 
+    weights_included = False  # True for networks that come with their weights (ImportedSegNet): no checkpoint needed
+
     def __init__(self, num_classes: int, has_aux: bool, feature_names: Sequence[str], in_channels: int = 3,
                  input_norm: bool = True) -> None:
         super().__init__()

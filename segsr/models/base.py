@@ -169,6 +169,16 @@ class SegsrModelMixin:
         return freeze(net.to(self.device))
 
 
+def weights_included(net_opt: Optional[Mapping]) -> bool:
+    """Whether the network of block ``net_opt`` comes with its own weights (``ImportedSegNet``: a TorchScript or
+    exported file, a factory's ``pretrained``), so that no ``path.pretrain_network_*`` checkpoint is needed."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    if not isinstance(net_opt, Mapping) or net_opt.get('type') not in ARCH_REGISTRY:
+        return False
+    return bool(getattr(ARCH_REGISTRY.get(net_opt['type']), 'weights_included', False))  # stock archs: no such flag
+
+
 def freeze(net: nn.Module) -> nn.Module:
     """Put ``net`` in eval mode and switch off gradients of all its parameters (returns it)."""
     net.eval()

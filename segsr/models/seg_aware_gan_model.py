@@ -19,7 +19,7 @@ from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
-from segsr.models.base import check_num_classes, require_labelled_train_data
+from segsr.models.base import check_num_classes, require_labelled_train_data, weights_included
 from segsr.models.gan_step import DOutput, GANStepMixin
 from segsr.models.task_eval import Predictor, TaskValidationMixin
 from segsr.models.task_feature import TDPMixin
@@ -81,7 +81,7 @@ class SegAwareGANModel(TDPMixin, TaskValidationMixin, GANStepMixin, SRGANModel):
         self.net_task = None
         if net_opt:
             load_path = self.opt['path'].get('pretrain_network_task')
-            if load_path is None:
+            if load_path is None and not weights_included(net_opt):
                 raise ValueError("Option 'path.pretrain_network_task' is required with 'train.tdp_opt': the TDP "
                                  'loss needs a trained task network.')
             self.net_task = self.build_frozen_network(net_opt, 'network_task', load_path,

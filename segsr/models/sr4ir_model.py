@@ -29,7 +29,8 @@ from torch import Tensor
 
 from segsr.data.cqmix import cross_quality_mix, grid_shape
 from segsr.losses.tdp_loss import frozen_eval
-from segsr.models.base import SegsrModelMixin, check_num_classes, freeze, require_labelled_train_data
+from segsr.models.base import (SegsrModelMixin, check_num_classes, freeze, require_labelled_train_data,
+                               weights_included)
 from segsr.models.task_eval import Predictor, TaskValidationMixin, network_predictor
 from segsr.models.task_feature import TDPMixin
 
@@ -129,7 +130,7 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
             self.net_task.train()
         else:
             load_path = path_opt.get('pretrain_network_task')
-            if load_path is None:
+            if load_path is None and not weights_included(net_opt):
                 get_root_logger().warning('SR4IRModel: the task network is frozen but '
                                           "'path.pretrain_network_task' is not set: it keeps its initial weights.")
             self.net_task = self.build_frozen_network(net_opt, 'network_task', load_path,

@@ -23,7 +23,7 @@ from basicsr.utils import get_root_logger, tensor2img
 from torch import Tensor, nn
 
 from segsr.metrics import ConfusionMatrix
-from segsr.models.base import check_num_classes, freeze, load_checkpoint
+from segsr.models.base import check_num_classes, freeze, load_checkpoint, weights_included
 from segsr.utils.visual import colorize, make_panel, save_rgb, tensor_to_rgb
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
@@ -37,10 +37,11 @@ def build_judge(judge_opt: dict, device: torch.device, option_name: str = 'val.j
 
     if not isinstance(judge_opt, dict) or not isinstance(judge_opt.get('network'), dict):
         raise ValueError(f"Option '{option_name}' must contain a 'network' block with a 'type'.")
-    if not judge_opt.get('path'):
+    if not judge_opt.get('path') and not weights_included(judge_opt['network']):
         raise ValueError(f"Option '{option_name}.path' is required: the judge must be a trained checkpoint.")
     net = build_network(judge_opt['network'])
-    load_checkpoint(net, judge_opt['path'], judge_opt.get('param_key', 'params'), f'{option_name}.path')
+    if judge_opt.get('path'):
+        load_checkpoint(net, judge_opt['path'], judge_opt.get('param_key', 'params'), f'{option_name}.path')
     return freeze(net.to(device))
 
 
