@@ -14,11 +14,17 @@
   combination (task branch + SeD + TDP) and *SR for my segmenter* (L1 + cross-entropy through the frozen deployed
   network: ``SR4IRModel`` with ``update_task: false``).
 
-Every row (plus bicubic L->T, HR H->T and the L1 start) is scored on the evaluation split by the judge and by the
-deployed network (mIoU from summed confusion matrices), with the paired block-bootstrap 95% interval of its
+Every row (plus bicubic L->T, HR H->T and the L1 start) is scored on the evaluation split by the judge, by the
+deployed network and by each *other-family judge* (``judges.<name>``: a segmenter of another architecture family,
+trained once on HR and cached like the judge as step ``judge_<name>``; no SR method sees it) (mIoU from summed
+confusion matrices), with the paired block-bootstrap 95% interval of its
 difference to S->T of the same seed (:func:`segsr.metrics.paired_block_bootstrap`: blocks of consecutive frames),
 the method's own task network where it has one, PSNR/SSIM (Y, ``scale``-pixel border), NIQE and inference time;
-each fine-tuning step is timed on a fixed random batch in a fresh process, as a ratio to stock ESRGAN's.
+each fine-tuning step is timed on a fixed random batch in a fresh process, as a ratio to stock ESRGAN's. Every row is
+scored again with LR made by each of ``kernels`` (downsampling methods no row trained on: PSNR/SSIM and every frozen
+net), and ``results.md`` ends with one *transfer table* per kernel: each net's difference to S->T and the *transfer
+ratio* (mean gain of the other-family judges / the deployed network's gain). ``l1.lq_downsample`` may be a list: the
+L1 start's training mix of downsampling methods (one drawn per sample).
 
 Everything else lives in ``--out`` (default ``experiments/<profile name>``): ``options/<step>.yml`` (the generated
 BasicSR option files: run any of them with ``segsr-train``), ``runs/<step>_s<seed>/``, ``state/`` (finished work: a

@@ -214,6 +214,60 @@ def test_torch_downsample_option(data_root):
     assert torch.allclose(out['lq'], ref, atol=1e-5)
 
 
+def _smooth_image(h=128, w=192, seed=0):
+    rng = np.random.default_rng(seed)
+    small = rng.random((h // 16, w // 16, 3)).astype(np.float32)
+    return np.clip(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), 0, 1)
+
+
+def test_downsampling_methods_by_hand():
+    """Each method against its library called by hand; they are different kernels of about the same image."""
+    from PIL import Image
+
+    from segsr.data.seg_transforms import BLUR_JPEG_QUALITY, BLUR_JPEG_SIGMA, LQ_DOWNSAMPLE_METHODS, downsample
+
+    img = _smooth_image()
+    out = {m: downsample(img, 4, m) for m in LQ_DOWNSAMPLE_METHODS}
+    assert all(o.shape == (32, 48, 3) and o.dtype == np.float32 and 0 <= o.min() and o.max() <= 1
+               for o in out.values())
+    lanczos = np.stack([np.asarray(Image.fromarray(img[:, :, c], mode='F').resize((48, 32), Image.LANCZOS))
+                        for c in range(3)], axis=2)
+    np.testing.assert_allclose(out['pil_lanczos'], np.clip(lanczos, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(out['cv2_area'], img.reshape(32, 4, 48, 4, 3).mean(axis=(1, 3)), atol=1e-6)
+    blurred = cv2.GaussianBlur(img, (0, 0), sigmaX=BLUR_JPEG_SIGMA, borderType=cv2.BORDER_REFLECT_101)
+    lq8 = (np.clip(downsample(blurred, 4, 'matlab'), 0, 1) * 255).round().astype(np.uint8)
+    _, buf = cv2.imencode('.jpg', lq8[:, :, ::-1].copy(), [cv2.IMWRITE_JPEG_QUALITY, BLUR_JPEG_QUALITY])
+    np.testing.assert_array_equal(out['blur_jpeg'], cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1] / np.float32(255))
+    assert np.array_equal(out['blur_jpeg'] * 255, np.round(out['blur_jpeg'] * 255))  # 8-bit
+    for m in ('matlab', 'torch'):
+        np.testing.assert_array_equal(out[f'{m}_u8'], (out[m] * 255).round() / np.float32(255))
+    for m, o in out.items():  # other kernels, same picture
+        assert 0 < np.abs(o - out['matlab']).mean() < 0.06 or m == 'matlab', m
+    assert downsample(img[:, :, 0], 4, 'blur_jpeg').shape == (32, 48)  # gray stays 2-D
+
+
+def test_training_mix_draws_each_method_per_sample(data_root):
+    from segsr.data.seg_transforms import downsample
+
+    methods = ['matlab', 'pil_lanczos', 'cv2_area']
+    dataset = PairedImageSegDataset(make_opt(data_root, lq_downsample=methods))
+    seen = set()
+    for seed in range(12):
+        out = sample(dataset, 0, seed)
+        gt = out['gt'].permute(1, 2, 0).numpy()
+        match = [m for m in methods if np.allclose(out['lq'].permute(1, 2, 0).numpy(), downsample(gt, 4, m),
+                                                   atol=1e-6)]
+        assert len(match) == 1
+        seen.update(match)
+    assert seen == set(methods)
+    with pytest.raises(ValueError, match=r"a mix of methods is for training; phase 'val'"):
+        PairedImageSegDataset(make_opt(data_root, phase='val', lq_downsample=methods))
+    with pytest.raises(ValueError, match=r"option lq_downsample 'bilinear' is not supported"):
+        PairedImageSegDataset(make_opt(data_root, lq_downsample=['matlab', 'bilinear']))
+    with pytest.raises(ValueError, match='option lq_downsample is an empty list'):
+        PairedImageSegDataset(make_opt(data_root, lq_downsample=[]))
+
+
 @pytest.mark.parametrize('phase,lq', [('train', False), ('train', True), ('val', False), ('val', True)])
 def test_disk_and_lmdb_give_identical_samples(data_root, phase, lq):
     disk = PairedImageSegDataset(make_opt(data_root, 'disk', phase, lq=lq))

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 # 'matlab' is the classic SR benchmark LR; the others are other downsampling implementations and one mild
 # Real-ESRGAN-style degradation, for training on a mix (a list of them) or scoring under a kernel never trained on.
-LQ_DOWNSAMPLE_METHODS = ('matlab', 'torch', 'pil_lanczos', 'cv2_area', 'blur_jpeg')
+LQ_DOWNSAMPLE_METHODS = ('matlab', 'torch', 'pil_lanczos', 'cv2_area', 'blur_jpeg', 'matlab_u8', 'torch_u8')
 BLUR_JPEG_SIGMA = 0.8  # Gaussian blur of the HR image (pixels), before 'blur_jpeg' downsamples it ...
 BLUR_JPEG_QUALITY = 75  # ... and JPEG-encodes the 8-bit LR image at this quality
 
@@ -253,11 +253,12 @@ def downsample(img: np.ndarray, scale: int, method: str = 'matlab') -> np.ndarra
             antialias=True)``: ``a = -0.75``, sharper), ``'pil_lanczos'`` (Pillow's antialiased Lanczos-3, sharper
             still), ``'cv2_area'`` (OpenCV's pixel-area average: a box filter, softer) or ``'blur_jpeg'`` (Gaussian
             blur of sigma ``BLUR_JPEG_SIGMA`` px, MATLAB bicubic, then JPEG at quality ``BLUR_JPEG_QUALITY``: a mild
-            Real-ESRGAN-style camera degradation; the output is 8-bit).
+            Real-ESRGAN-style camera degradation; the output is 8-bit). ``'matlab_u8'`` / ``'torch_u8'``: the same
+            as ``'matlab'`` / ``'torch'``, rounded to 8 bits as a saved LR file is.
 
     Returns:
         HWC float32 image of size ``(H // scale, W // scale)``, clipped to ``[0, 1]`` (not quantized, except
-        ``'blur_jpeg'``).
+        ``'blur_jpeg'`` and the ``_u8`` methods).
     """
     if method not in LQ_DOWNSAMPLE_METHODS:
         raise ValueError(f"Unknown downsampling method '{method}'; use one of {list(LQ_DOWNSAMPLE_METHODS)}.")
@@ -317,5 +318,12 @@ def _blur_jpeg(img: np.ndarray, scale: int) -> np.ndarray:
     return dec.astype(np.float32) / 255.
 
 
+def _in_8_bits(method):
+    def quantized(img: np.ndarray, scale: int) -> np.ndarray:
+        return (np.clip(method(img, scale), 0, 1) * 255).round() / np.float32(255)
+
+    return quantized
+
+
 _DOWNSAMPLERS = {'matlab': _matlab, 'torch': _torch, 'pil_lanczos': _pil_lanczos, 'cv2_area': _cv2_area,
-                 'blur_jpeg': _blur_jpeg}
+                 'blur_jpeg': _blur_jpeg, 'matlab_u8': _in_8_bits(_matlab), 'torch_u8': _in_8_bits(_torch)}
