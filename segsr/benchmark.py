@@ -72,7 +72,7 @@ from segsr.data.seg_transforms import LQ_DOWNSAMPLE_METHODS
 from segsr.evaluate import (_finite_or_none, _fmt, _json_default, build_method, default_metrics, evaluate_method,
                             grid_indices, picture_grid)
 from segsr.metrics.bootstrap import paired_block_bootstrap
-from segsr.models.base import freeze, load_checkpoint
+from segsr.models.base import freeze, load_checkpoint, weights_included
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor
 from segsr.step_bench import measure_in_subprocess
 from segsr.utils.misc import module_command
@@ -331,12 +331,29 @@ def _prepare(data_opt: dict, root: str, source: Optional[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ option builders
+def program_kind(path: str) -> Optional[str]:
+    """``'export'`` for a ``torch.export`` file (``.pt2``), ``'torchscript'`` for a TorchScript archive (a zip with
+    ``code/``), None for a weights file."""
+    import zipfile
+
+    if path.endswith('.pt2'):
+        return 'export'
+    if osp.isfile(path) and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.split('/')[1:2] == ['code'] for name in archive.namelist()):
+                return 'torchscript'
+    return None
+
+
 def deep_merge(base: dict, update: dict) -> dict:
-    """``base`` updated recursively by ``update`` (new dict; a None value in ``update`` replaces)."""
+    """``base`` updated recursively by ``update`` (new dict; a None value in ``update`` replaces, and so does a
+    block with another ``type``: a network of another class keeps none of the old one's arguments)."""
     out = deepcopy(base)
     for key, value in (update or {}).items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
-            else deepcopy(value)
+        old = out.get(key)
+        merge = isinstance(value, dict) and isinstance(old, dict) and \
+            value.get('type', old.get('type')) == old.get('type')
+        out[key] = deep_merge(old, value) if merge else deepcopy(value)
     return out
 
 
@@ -382,7 +399,12 @@ class OptionBuilder:
         self.num_classes = data.num_classes
         overrides = profile.get('overrides') or {}
         self.extra_judges = [EXTRA_JUDGE_PREFIX + name for name in profile.get('judges') or {}]
+        # frozen nets that come with their weights (ImportedSegNet: the user's TorchScript, export or factory): used
+        # as they are, never trained
+        self.given = [s for s in ['judge', 'deployed'] + self.extra_judges if weights_included(self.frozen_network(s))]
         self.start_steps = [s for s in START_STEPS if s != OPTIONAL_START or self.warm_start] + self.extra_judges
+        self.start_steps = [s for s in self.start_steps if s not in self.given]
+        self._check_deployed_features()
         builders = dict(judge=lambda: self.task_opt('judge', 0), deployed=lambda: self.task_opt('deployed', 1),
                         l1=self.l1_opt, disc=self.disc_opt)
         for offset, step in enumerate(self.extra_judges, start=3):  # seeds 0, 1, 2: judge, deployed, disc
@@ -398,6 +420,25 @@ class OptionBuilder:
     def step_ids(self) -> List[str]:
         """Every training run in run order: the starting points, then each fine-tuned row per seed."""
         return list(self.start_steps) + [f'{s}_s{seed}' for s in self.rows for seed in self.seeds_of(s)]
+
+    def frozen_network(self, name: str) -> dict:
+        """The network block of a frozen net (``judge``, ``deployed``, ``judge_<name>``) with the data's classes."""
+        if name.startswith(EXTRA_JUDGE_PREFIX):
+            stage = self.p['judges'][name[len(EXTRA_JUDGE_PREFIX):]]
+        else:
+            stage = self.p[name]
+        return dict(stage['network'], num_classes=self.num_classes)
+
+    def _check_deployed_features(self) -> None:
+        """TDP (SR4IR, the combination) and SeD's semantics read ``deployed.feature`` from the deployed net: an
+        imported network has features only where its block names them (``feature_layers``, factory models)."""
+        net, feature = self.frozen_network('deployed'), self.p['deployed'].get('feature', 'C5')
+        needs = [r for r in self.rows if r in ('sr4ir', 'sed', 'combo')] + (['sfms'] if self.p['finetune'].get(
+            'sfms_tdp') and 'sfms' in self.rows else [])
+        if 'deployed' in self.given and needs and feature not in (net.get('feature_layers') or {}):
+            raise ValueError(f"profile: rows {needs} need feature '{feature}' (deployed.feature) of the deployed "
+                             f"network, and deployed.network ({net['type']}) has none: name it in its feature_layers "
+                             '(a factory model) or run the other rows (rows: [s2t, esrgan, segaware, sfms]).')
 
     def is_start(self, step_id: str) -> bool:
         """A starting point (trained once, cached): judge, deployed, l1, disc, judge_<name>."""
@@ -427,7 +468,10 @@ class OptionBuilder:
         """The network label a starting point's checkpoint is saved under (``net_<label>_latest.pth``)."""
         return 'g' if step_id == 'l1' else 'task'
 
-    def checkpoint(self, step_id: str, net: str, iteration: Optional[int] = None) -> str:
+    def checkpoint(self, step_id: str, net: str, iteration: Optional[int] = None) -> Optional[str]:
+        """A step's checkpoint (None for a frozen net that comes with its weights: :attr:`given`)."""
+        if step_id in self.given:
+            return None
         if step_id in self.starts and iteration is None:
             return self.starts[step_id]
         tag = 'latest' if iteration is None else str(iteration)
@@ -439,7 +483,7 @@ class OptionBuilder:
         return self.checkpoint('l1', 'g')
 
     def task_network(self, stage: str) -> dict:
-        return dict(self.p[stage]['network'], num_classes=self.num_classes)
+        return self.frozen_network(stage)
 
     def semantic_extractor(self) -> dict:
         return dict(type='TaskNetSemanticExtractor', network=self.task_network('deployed'),
@@ -473,8 +517,7 @@ class OptionBuilder:
     def extra_judge_opt(self, step_id: str, seed_offset: int) -> dict:
         """An other-family judge (``judges.<name>``), trained on HR like the judge; no SR method sees it."""
         stage = self.p['judges'][step_id[len(EXTRA_JUDGE_PREFIX):]]
-        network = dict(stage['network'], num_classes=self.num_classes)
-        return self._seg_training(step_id, stage, network, seed_offset)
+        return self._seg_training(step_id, stage, self.frozen_network(step_id), seed_offset)
 
     def disc_opt(self) -> dict:
         """The task-branch warm start: SegAwareGAN's discriminator, its segmentation head trained on HR crops."""
@@ -670,6 +713,9 @@ class Benchmark:
             raise RuntimeError("device 'cuda' requested but CUDA is not available; use --device cpu or auto.")
         use_cuda = self.device_name == 'cuda' or (self.device_name == 'auto' and torch.cuda.is_available())
         self.device = torch.device('cuda' if use_cuda else 'cpu')
+        if deployed and program_kind(deployed):  # the user's TorchScript / torch.export file, used as it is
+            self.profile['deployed']['network'] = dict(type='ImportedSegNet', path=osp.abspath(deployed))
+            deployed = None
         starts = {'judge': judge, 'deployed': deployed, 'l1': l1_start}
         for step, path in starts.items():
             if path and not osp.isfile(path):
@@ -727,6 +773,8 @@ class Benchmark:
         return self._state('train', step_id)
 
     def train_record(self, step_id: str) -> Optional[dict]:
+        if step_id in self.builder.given:
+            return {'given': self.builder.frozen_network(step_id)}
         if step_id in self.builder.starts:
             return {'given': self.builder.starts[step_id]}
         path = self._done_file(step_id)
@@ -740,7 +788,8 @@ class Benchmark:
         if step_id in self.builder.starts:
             self.logger.info(f'{step_id}: using the given checkpoint {self.builder.starts[step_id]}')
             return
-        expected = self.builder.checkpoint(step_id, self.builder.start_net(base) if self.builder.is_start(base) else 'g')
+        net = self.builder.start_net(base) if self.builder.is_start(base) else 'g'
+        expected = self.builder.checkpoint(step_id, net)
         done = self.train_record(step_id)
         if done and osp.isfile(expected):
             where = f' (cached: {self.builder.run_dir(step_id)})' if self.builder.is_start(step_id) else ''
@@ -883,7 +932,7 @@ class Benchmark:
         for step_id in self.builder.step_ids():
             self.train(step_id)
         dataset = self.val_dataset()
-        nets = {name: build_judge({'network': self.options[name]['network_task'],
+        nets = {name: build_judge({'network': self.builder.frozen_network(name),
                                    'path': self.builder.checkpoint(name, 'task'), 'param_key': 'params'},
                                   self.device, name) for name in self.builder.judge_names}
         keep = grid_indices(len(dataset), int((self.profile.get('eval') or {}).get('grid_images', 3)))
@@ -969,7 +1018,7 @@ class Benchmark:
             bootstrap=dict(BOOTSTRAP_DEFAULTS, **(p.get('bootstrap') or {})),
             lq_downsample=p.get('lq_downsample', 'matlab'), kernels=self.kernels,
             l1_lq_downsample=p['l1'].get('lq_downsample', p.get('lq_downsample', 'matlab')),
-            judges={name: self.options[name]['network_task'] for name in self.builder.judge_names},
+            judges={name: self.builder.frozen_network(name) for name in self.builder.judge_names},
             schedule=dict(judge=_stage(p['judge']), deployed=_stage(p['deployed']), l1=_stage(p['l1']),
                           finetune=_stage(p['finetune'])))
 
@@ -1163,7 +1212,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help=f'Where starting points are trained and found again (default: {default_cache_dir()}).')
     parser.add_argument('--judge', default=None, help='Use this judge checkpoint instead of training one.')
     parser.add_argument('--deployed', default=None,
-                        help='Use this deployed segmenter checkpoint (your own network; must match deployed.network).')
+                        help='Use this deployed segmenter (your own network): a checkpoint that matches deployed.network, '
+                        'or a TorchScript / torch.export (.pt2) file, used as it is (ImportedSegNet with RGB in [0, 1]; '
+                        'other input conventions or a factory: set deployed.network in a profile, docs/methods.md).')
     parser.add_argument('--l1-start', default=None,
                         help='Start every fine-tuned row from this generator checkpoint (must match generator).')
     return parser.parse_args(argv)

@@ -427,3 +427,49 @@ def test_camvid_sequence_split_errors(tmp_path):
                        dev_sequences=['0001TP', '0006R0', '0016E5'])
     counts = prepare_camvid(str(tmp_path / 'src'), str(tmp_path / 'c'), lmdb=False, dev_sequences=[])
     assert counts == {'train': 4, 'val': 2} and not (tmp_path / 'c' / 'seq_dev').exists()
+
+
+# ------------------------------------------------------------------------------ the user's own segmenter as it is
+def _torchscript_segmenter(path, num_classes=4):
+    from helpers.segmenters import StridedSegmenter
+
+    torch.manual_seed(0)
+    torch.jit.trace(StridedSegmenter(num_classes, stride=2).eval(), torch.rand(1, 3, 32, 32)).save(str(path))
+    return str(path)
+
+
+def test_a_deployed_net_with_its_weights_is_used_as_it_is_never_trained(tmp_path):
+    from segsr.benchmark import program_kind
+
+    script = _torchscript_segmenter(tmp_path / 'mine.pt')
+    torch.save({'params': {}}, tmp_path / 'weights.pth')
+    assert program_kind(script) == 'torchscript' and program_kind(str(tmp_path / 'weights.pth')) is None
+    assert program_kind('my.pt2') == 'export'
+    imported = {'network': {'type': 'ImportedSegNet', 'path': script}}
+    profile = deep_merge(load_profile('quick'), {'deployed': imported, 'rows': ['s2t', 'esrgan', 'sfms']})
+    b = OptionBuilder(profile, DATA, '/out', 'cpu', '/cache')
+    assert b.given == ['deployed'] and 'deployed' not in b.step_ids() and b.checkpoint('deployed', 'task') is None
+    sfms = b.all()['sfms_s0']
+    assert sfms['network_task'] == dict(type='ImportedSegNet', path=script, num_classes=11)
+    assert sfms['path']['pretrain_network_task'] is None
+    with pytest.raises(ValueError, match=r"rows \['sr4ir', 'sed'\] need feature 'C5' \(deployed.feature\)"):
+        OptionBuilder(deep_merge(profile, {'rows': ['s2t', 'sr4ir', 'sed']}), DATA, '/out', 'cpu', '/cache')
+
+
+def test_smoke_sr_for_my_segmenter_through_a_torchscript_file(tmp_path):
+    """--deployed takes the user's TorchScript file: SR for my segmenter trains through it, it scores every row."""
+    script = _torchscript_segmenter(tmp_path / 'mine.pt')
+    profile = write_yaml(tmp_path / 'p.yml', {'base': 'smoke', 'name': 'smoke_mine', 'rows': ['s2t', 'sfms'],
+                                                'seeds': [0], 'judges': None, 'kernels': None})
+    cmd = [sys.executable, os.path.join(REPO, 'scripts', 'benchmark.py'), '--profile', profile, '--out',
+           str(tmp_path / 'out'), '--data', str(tmp_path / 'data'), '--cache', str(tmp_path / 'cache'), '--deployed',
+           script]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(tmp_path),
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    rows = {r['key']: r for r in json.loads((tmp_path / 'out' / 'results.json').read_text())['rows']}
+    assert set(rows) == {'hr', 'bicubic', 'l1', 's2t', 'sfms'}
+    assert all(math.isfinite(r['summary']['deployed_miou']) for r in rows.values())
+    opt = yaml.safe_load((tmp_path / 'out' / 'options' / 'sfms_s0.yml').read_text())
+    assert opt['network_task']['type'] == 'ImportedSegNet' and opt['network_task']['path'] == script
+    assert not any(p.startswith('deployed') for p in os.listdir(tmp_path / 'cache'))  # never trained

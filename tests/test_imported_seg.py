@@ -97,7 +97,7 @@ def test_factory_features_for_tdp(user_model):
 
 
 @pytest.mark.parametrize('block, error, match', [
-    (dict(factory='no_such_package.models:build'), ValueError, r"factory 'no_such_package.models:build': cannot import"),
+    (dict(factory='no_such_package.models:build'), ValueError, r"'no_such_package.models:build': cannot import"),
     (dict(factory='helpers.segmenters:missing'), ValueError, r"has no attribute 'missing'"),
     (dict(factory='helpers/segmenters.py'), ValueError, r"must be 'package.module:function'"),
     (dict(factory='helpers.segmenters:not_a_module'), ValueError, r'returned a dict, not a torch.nn.Module'),

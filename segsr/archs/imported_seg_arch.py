@@ -141,7 +141,8 @@ class ImportedSegNet(SegTaskNet):
         if kind is not None and kind not in KINDS:
             raise ValueError(f'ImportedSegNet: kind {kind!r} is not one of {list(KINDS)}.')
         if kind is not None and (kind == 'factory') != (factory is not None):
-            raise ValueError(f"ImportedSegNet: kind '{kind}' does not fit the {'factory' if factory else 'path'} given.")
+            given = 'factory' if factory else 'path'
+            raise ValueError(f"ImportedSegNet: kind '{kind}' does not fit the {given} given.")
         return kind or guessed
 
     def _load(self, kwargs: Optional[dict], pretrained: Optional[str], param_key: Optional[str]) -> nn.Module:
