@@ -69,8 +69,8 @@ from basicsr.utils import get_root_logger, get_time_str
 
 from segsr.compat import apply_basicsr_fixes
 from segsr.data.seg_transforms import LQ_DOWNSAMPLE_METHODS
-from segsr.evaluate import (_finite_or_none, _fmt, _json_default, build_method, default_metrics, evaluate_method,
-                            grid_indices, picture_grid)
+from segsr.evaluate import (BOOTSTRAP_DEFAULTS, _finite_or_none, _fmt, _json_default, build_method, default_metrics,
+                            evaluate_method, grid_indices, picture_grid)
 from segsr.metrics.bootstrap import paired_block_bootstrap
 from segsr.models.base import freeze, load_checkpoint, weights_included
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor
@@ -89,7 +89,6 @@ TRAIN_STEPS = START_STEPS + FINETUNE_STEPS
 REFERENCE = 's2t'  # every interval is a difference to S->T of the same seed
 SPEED_BASE = 'esrgan'
 DEFAULT_EMA_DECAY = 0.999  # BasicSR's; a stage's `ema_decay` when the profile gives none
-BOOTSTRAP_DEFAULTS = dict(block=10, samples=2000, level=0.95, seed=0)
 MAX_EMA_START_WEIGHT = 0.05  # ema_decay ** iters: the share of a run's starting weights left in its scored EMA
 
 
@@ -402,8 +401,8 @@ class OptionBuilder:
         # frozen nets that come with their weights (ImportedSegNet: the user's TorchScript, export or factory): used
         # as they are, never trained
         self.given = [s for s in ['judge', 'deployed'] + self.extra_judges if weights_included(self.frozen_network(s))]
-        self.start_steps = [s for s in START_STEPS if s != OPTIONAL_START or self.warm_start] + self.extra_judges
-        self.start_steps = [s for s in self.start_steps if s not in self.given]
+        self.start_steps = [s for s in list(START_STEPS) + self.extra_judges
+                            if (s != OPTIONAL_START or self.warm_start) and s not in self.given]
         self._check_deployed_features()
         builders = dict(judge=lambda: self.task_opt('judge', 0), deployed=lambda: self.task_opt('deployed', 1),
                         l1=self.l1_opt, disc=self.disc_opt)
@@ -482,11 +481,8 @@ class OptionBuilder:
         """The L1 start: every fine-tuned row begins here."""
         return self.checkpoint('l1', 'g')
 
-    def task_network(self, stage: str) -> dict:
-        return self.frozen_network(stage)
-
     def semantic_extractor(self) -> dict:
-        return dict(type='TaskNetSemanticExtractor', network=self.task_network('deployed'),
+        return dict(type='TaskNetSemanticExtractor', network=self.frozen_network('deployed'),
                     feature=self.p['deployed'].get('feature', 'C5'), pretrained=self.checkpoint('deployed', 'task'))
 
     def semantic_shape(self) -> tuple:
@@ -512,7 +508,7 @@ class OptionBuilder:
 
     def task_opt(self, stage_name: str, seed_offset: int) -> dict:
         """H->T task network training (``SegTaskModel`` on HR crops): the judge and the deployed network."""
-        return self._seg_training(stage_name, self.p[stage_name], self.task_network(stage_name), seed_offset)
+        return self._seg_training(stage_name, self.p[stage_name], self.frozen_network(stage_name), seed_offset)
 
     def extra_judge_opt(self, step_id: str, seed_offset: int) -> dict:
         """An other-family judge (``judges.<name>``), trained on HR like the judge; no SR method sees it."""
@@ -634,14 +630,14 @@ class OptionBuilder:
     def combo(self, step_id: str, seed: int) -> dict:
         opt = self.gan_opt(step_id, 'SegAwareGANModel', self.seg_aware_d(semantic=True), seed)
         opt['network_sem'] = self.semantic_extractor()
-        opt['network_task'] = self.task_network('deployed')
+        opt['network_task'] = self.frozen_network('deployed')
         opt['path'].update(pretrain_network_task=self.checkpoint('deployed', 'task'))
         opt['train'].update(self.task_losses(), **self.tdp())
         return opt
 
     def _sr4ir_base(self, step_id: str, seed: int) -> dict:
         opt = self.finetune_opt(step_id, 'SR4IRModel', seed)
-        opt['network_task'] = self.task_network('deployed')
+        opt['network_task'] = self.frozen_network('deployed')
         opt['path'].update(pretrain_network_task=self.checkpoint('deployed', 'task'))
         opt['train']['scheduler_g'] = opt['train'].pop('scheduler')
         return opt
@@ -976,8 +972,8 @@ class Benchmark:
         records = self.collect()
         meta = self.metadata(len(dataset))
         table = markdown_table(records)
-        transfer = ''.join(transfer_table(records, self.builder.judge_names, kernel, meta['lq_downsample'])
-                           for kernel in [None] + self.kernels)
+        transfer = ''.join(transfer_table(records, self.builder.judge_names, self.builder.extra_judges, kernel,
+                                          meta['lq_downsample']) for kernel in [None] + self.kernels)
         with open(osp.join(self.out_dir, 'results.md'), 'w') as f:
             f.write(header_text(meta) + '\n' + table + '\n' + FOOTNOTES + '\n' + transfer + TRANSFER_NOTES)
         payload = dict(meta=meta, rows=[strip_pictures(r) for r in records])
@@ -1133,15 +1129,10 @@ def _run_part(run: dict, kernel: Optional[str]) -> Optional[dict]:
     return run if kernel is None else run['kernels'].get(kernel)
 
 
-def _delta_of(record: dict, name: str, kernel: Optional[str]) -> str:
-    """:func:`_delta` of one frozen net's mIoU, on the training kernel or under ``kernel``."""
-    parts = [_run_part(run, kernel) for run in record['runs']]
-    return _delta({'key': record['key'], 'runs': parts}, name)
-
-
-def transfer_table(records: List[dict], names: List[str], kernel: Optional[str], train_kernel: str) -> str:
-    """Rows against S->T for every frozen net (judge, deployed, other-family judges) and the transfer ratio, with
-    LR from the training kernel (``kernel`` None) or from another kernel."""
+def transfer_table(records: List[dict], names: List[str], others: List[str], kernel: Optional[str],
+                   train_kernel: str) -> str:
+    """Rows against S->T for every frozen net ``names`` (judge, deployed, the other-family judges ``others``) and the
+    transfer ratio, with LR from the training kernel (``kernel`` None) or from another kernel."""
     title = f'LR from `{kernel}` (never trained on)' if kernel else f'LR from `{train_kernel}` (the training kernel)'
     header = ['method', 'PSNR-Y'] + [f'{n} mIoU - S->T' for n in names] + ['transfer ratio']
     lines = [f'## Transfer: {title}', '', '| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * (len(header) - 1)]
@@ -1153,17 +1144,15 @@ def transfer_table(records: List[dict], names: List[str], kernel: Optional[str],
         cells = [r['label'], _mean_sd(summary, 'psnr', 2)]
         for name in names:
             mean = _mean_sd(summary, f'{name}_miou', 2)
-            cells.append(mean if r['key'] in (REFERENCE, 'hr') else f'{mean}: {_delta_of(r, name, kernel)}')
-        cells.append(_transfer_cell(parts, names))
+            delta = _delta({'key': r['key'], 'runs': parts}, name)
+            cells.append(mean if r['key'] in (REFERENCE, 'hr') else f'{mean}: {delta}')
+        cells.append(_transfer_cell(parts, others))
         lines.append('| ' + ' | '.join(c.replace('n/a', '—') for c in cells) + ' |')
     return '\n'.join(lines) + '\n\n'
 
 
-def _transfer_cell(parts: List[dict], names: List[str]) -> str:
+def _transfer_cell(parts: List[dict], others: List[str]) -> str:
     """The transfer ratio of the seeds' mean gains (``mean other-family gain / deployed gain``)."""
-    others = [n for n in names if n.startswith(EXTRA_JUDGE_PREFIX)]
-    if not others or any('deployed_vs_s2t' not in p['intervals'] for p in parts):
-        return '—'
     mean = {f'{n}_vs_s2t': {'diff': float(np.mean([p['intervals'][f'{n}_vs_s2t']['diff'] for p in parts]))}
             for n in others + ['deployed']}
     ratio = transfer_ratio(mean, others)
