@@ -66,24 +66,33 @@ def train_killed_at(opt_path, cwd, iteration, *args):
 
     The run's own stderr stream (BasicSR's logger writes every record there as well as to the log file) is read line
     by line: a run killed before its first save starts afresh on resume and moves the experiment folder aside, so a
-    poll of ``train_*.log`` files could list a log that is gone when it is opened.
+    poll of ``train_*.log`` files could list a log that is gone when it is opened. The kill takes the run's whole
+    process group (its DataLoader workers too): orphaned workers would keep the pipe open, and a reader waiting for
+    its end would hang.
     """
     proc = subprocess.Popen([sys.executable, TRAIN, '-opt', str(opt_path), *args], cwd=str(cwd),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def kill_all() -> None:  # the trainer and its DataLoader workers (they hold the stderr pipe open)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     pattern = re.compile(rf'iter:\s+{iteration},')
-    watchdog = threading.Timer(300, proc.kill)  # a run that never logs the iteration ends the test, not CI
+    watchdog = threading.Timer(300, kill_all)  # a run that never logs the iteration ends the test, not CI
     watchdog.start()
     tail = deque(maxlen=60)
     try:
         for line in proc.stderr:
             tail.append(line)
             if pattern.search(line):
-                proc.send_signal(signal.SIGKILL)
+                kill_all()
                 break
-        tail.extend(proc.stderr)  # the rest of the stream, up to the kill or the exit
         proc.wait(timeout=60)
     finally:
         watchdog.cancel()
+        kill_all()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL, \
         f'the run was not killed at iteration {iteration}:\n{"".join(tail)[-3000:]}'
