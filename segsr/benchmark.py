@@ -69,9 +69,9 @@ from basicsr.utils import get_root_logger, get_time_str
 
 from segsr.compat import apply_basicsr_fixes
 from segsr.data.seg_transforms import LQ_DOWNSAMPLE_METHODS
-from segsr.evaluate import (BOOTSTRAP_DEFAULTS, _finite_or_none, _fmt, _json_default, build_method, default_metrics,
-                            evaluate_method, grid_indices, picture_grid)
+from segsr.evaluate import build_method, evaluate_method, grid_indices, picture_grid
 from segsr.metrics.bootstrap import paired_block_bootstrap
+from segsr.report import BOOTSTRAP_DEFAULTS, finite_or_none, fmt_value, psnr_ssim_metrics, write_json, write_text
 from segsr.models.base import freeze, load_checkpoint, weights_included
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor
 from segsr.step_bench import measure_in_subprocess
@@ -742,11 +742,7 @@ class Benchmark:
             return json.load(f)
 
     def _save_state(self, kind: str, key: str, payload: dict, path: Optional[str] = None) -> None:
-        path = path or self._state(kind, key)
-        tmp = path + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(_finite_or_none(payload), f, indent=2, default=_json_default, allow_nan=False)
-        os.replace(tmp, path)
+        write_json(path or self._state(kind, key), payload)
 
     # 1. training
     def write_options(self, step_id: str) -> str:
@@ -871,7 +867,7 @@ class Benchmark:
         predictors = {name: network_predictor(net) for name, net in nets.items()}
         if row.own and kernel is None:
             predictors['own'] = self.own_predictor(row, step_id)
-        metrics = default_metrics(self.builder.scale)
+        metrics = psnr_ssim_metrics(self.builder.scale)
         if kernel is None:
             metrics['niqe'] = dict(type='calculate_niqe', crop_border=self.builder.scale)
         scorer = TaskScorer(metrics, predictors, self.data.num_classes, self.data.ignore_index)
@@ -974,11 +970,10 @@ class Benchmark:
         table = markdown_table(records)
         transfer = ''.join(transfer_table(records, self.builder.judge_names, self.builder.extra_judges, kernel,
                                           meta['lq_downsample']) for kernel in [None] + self.kernels)
-        with open(osp.join(self.out_dir, 'results.md'), 'w') as f:
-            f.write(header_text(meta) + '\n' + table + '\n' + FOOTNOTES + '\n' + transfer + TRANSFER_NOTES)
-        payload = dict(meta=meta, rows=[strip_pictures(r) for r in records])
-        with open(osp.join(self.out_dir, 'results.json'), 'w') as f:
-            json.dump(_finite_or_none(payload), f, indent=2, default=_json_default, allow_nan=False)
+        write_text(osp.join(self.out_dir, 'results.md'),
+                   header_text(meta) + '\n' + table + '\n' + FOOTNOTES + '\n' + transfer + TRANSFER_NOTES)
+        payload = finite_or_none(dict(meta=meta, rows=[strip_pictures(r) for r in records]))
+        write_json(osp.join(self.out_dir, 'results.json'), payload)
         save_rgb(osp.join(self.out_dir, 'grid.png'), self.grid(records, dataset, keep))
         plot_miou_vs_psnr(records, osp.join(self.out_dir, 'miou_vs_psnr.png'), meta['title'])
         self.logger.info(f'Benchmark table ({self.out_dir}/results.md):\n{table}')
@@ -1078,7 +1073,7 @@ def header_text(meta: dict) -> str:
 
 
 def _mean_sd(summary: dict, name: str, digits: int) -> str:
-    value = _fmt(summary.get(name), digits)
+    value = fmt_value(summary.get(name), digits)
     sd = summary.get(f'{name}_sd')
     return value if sd is None or value == 'n/a' else f'{value} ± {sd:.{digits}f}'
 
@@ -1104,10 +1099,10 @@ def markdown_table(records: List[dict]) -> str:
         s, spd = r['summary'], r['speed'] or {}
         seconds = [run['train']['seconds'] for run in r['runs'] if (run['train'] or {}).get('seconds') is not None]
         cells = [r['label'], _mean_sd(s, 'judge_miou', 2), _delta(r, 'judge'), _mean_sd(s, 'deployed_miou', 2),
-                 _delta(r, 'deployed'), _mean_sd(s, 'own_miou', 2), _mean_sd(s, 'psnr', 2), _fmt(s.get('ssim'), 4),
-                 _fmt(s.get('niqe'), 2), _fmt(spd.get('sec_per_iter'), 3), _fmt(spd.get('x_esrgan_time'), 2),
-                 _fmt(s.get('sec_per_img') if r['step'] != 'judge' else None, 4),
-                 _fmt(sum(seconds) / 60 if seconds else None, 1)]
+                 _delta(r, 'deployed'), _mean_sd(s, 'own_miou', 2), _mean_sd(s, 'psnr', 2), fmt_value(s.get('ssim'), 4),
+                 fmt_value(s.get('niqe'), 2), fmt_value(spd.get('sec_per_iter'), 3), fmt_value(spd.get('x_esrgan_time'), 2),
+                 fmt_value(s.get('sec_per_img') if r['step'] != 'judge' else None, 4),
+                 fmt_value(sum(seconds) / 60 if seconds else None, 1)]
         lines.append('| ' + ' | '.join(c.replace('n/a', '—') for c in cells) + ' |')
     return '\n'.join(lines) + '\n'
 

@@ -25,7 +25,6 @@ Config keys:
     bootstrap: ``{block: 10, samples: 2000, level: 0.95, seed: 0}`` (the defaults).
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -48,7 +47,10 @@ from basicsr.utils import get_root_logger, get_time_str  # noqa: E402
 from segsr.compat import apply_basicsr_fixes  # noqa: E402
 from segsr.metrics.bootstrap import paired_block_bootstrap  # noqa: E402
 from segsr.models.seg_task_model import upsample_bicubic  # noqa: E402
+from segsr.report import (BOOTSTRAP_DEFAULTS, finite_or_none, fmt_interval, fmt_value, psnr_ssim_metrics,  # noqa: E402
+                          write_json)  # noqa: E402
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor  # noqa: E402
+from segsr.utils.misc import sync_device  # noqa: E402
 from segsr.utils.model_io import load_generator  # noqa: E402
 from segsr.utils.options import check_registered_types  # noqa: E402
 from segsr.utils.visual import colorize, make_grid, make_panel, save_rgb, tensor_to_rgb  # noqa: E402
@@ -94,9 +96,6 @@ def check_methods(methods, path: str, typed: dict) -> None:
     check_registered_types(typed, source=path)
 
 
-BOOTSTRAP_DEFAULTS = dict(block=10, samples=2000, level=0.95, seed=0)
-
-
 def reference_intervals(matrices: Dict[str, List[np.ndarray]], reference: str, **bootstrap) -> Dict[str, dict]:
     """Paired block-bootstrap interval of each method's mIoU minus ``reference``'s (``{}`` for the reference)."""
     opts = dict(BOOTSTRAP_DEFAULTS, **bootstrap)
@@ -104,12 +103,6 @@ def reference_intervals(matrices: Dict[str, List[np.ndarray]], reference: str, *
                    paired_block_bootstrap(mats, matrices[reference], int(opts['block']), int(opts['samples']),
                                           float(opts['level']), int(opts['seed'])).as_dict())
             for name, mats in matrices.items()}
-
-
-def default_metrics(scale: int) -> dict:
-    return OrderedDict(
-        psnr=dict(type='calculate_psnr', crop_border=scale, test_y_channel=True),
-        ssim=dict(type='calculate_ssim', crop_border=scale, test_y_channel=True))
 
 
 def build_method(method: dict, device: torch.device) -> SRFn:
@@ -132,11 +125,6 @@ def build_method(method: dict, device: torch.device) -> SRFn:
     return generate
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def grid_indices(num_images: int, keep: int) -> List[int]:
     """``keep`` image indices spread evenly over the set (consecutive video frames look alike)."""
     keep = max(0, min(keep, num_images))
@@ -152,10 +140,10 @@ def evaluate_method(fn: SRFn, dataset, scorer: TaskScorer, device: torch.device,
         images.append(os.path.basename(str(sample['gt_path'])))
         lq = sample['lq'].unsqueeze(0).to(device)
         gt = sample['gt'].unsqueeze(0).to(device)
-        _sync(device)
+        sync_device(device)
         start = time.perf_counter()
         sr = fn(lq, gt).clamp(0, 1)
-        _sync(device)
+        sync_device(device)
         seconds += time.perf_counter() - start
         record = scorer.add(sr, gt, sample['seg'].unsqueeze(0))
         if idx in keep:
@@ -191,30 +179,17 @@ def _resize_like(img: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (ref.shape[1], ref.shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def fmt_interval(ci: Optional[dict]) -> str:
-    """``+1.23 [+0.40, +2.10]`` for an interval dict, ``—`` for none (the reference row)."""
-    if not ci:
-        return '—'
-    return f"{ci['diff']:+.2f} [{_fmt(ci['low'], 2, True)}, {_fmt(ci['high'], 2, True)}]"
-
-
 def markdown_table(results: Dict[str, dict], metric_names: List[str], reference: Optional[str] = None) -> str:
     header = ['method'] + metric_names + ['judge mIoU', 'judge pixel acc', 's / image']
     header += [f'judge mIoU - {reference} [95% CI]'] if reference else []
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for name, res in results.items():
         s = res['summary']
-        cells = [name] + [_fmt(s.get(m), 4 if 'ssim' in m else 2) for m in metric_names]
-        cells += [_fmt(s['judge_miou'], 2), _fmt(s['judge_pixacc'], 2), _fmt(s['sec_per_img'], 4)]
+        cells = [name] + [fmt_value(s.get(m), 4 if 'ssim' in m else 2) for m in metric_names]
+        cells += [fmt_value(s['judge_miou'], 2), fmt_value(s['judge_pixacc'], 2), fmt_value(s['sec_per_img'], 4)]
         cells += [fmt_interval(s.get('judge_miou_vs_reference'))] if reference else []
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
-
-
-def _fmt(value: Optional[float], digits: int, sign: bool = False) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return 'n/a'
-    return f'{value:+.{digits}f}' if sign else f'{value:.{digits}f}'
 
 
 def run_evaluation(cfg: dict, output_dir: Optional[str] = None) -> dict:
@@ -233,7 +208,7 @@ def run_evaluation(cfg: dict, output_dir: Optional[str] = None) -> dict:
     if int(judge.num_classes) != int(dataset_opt['num_classes']):
         raise ValueError(f"judge.network.num_classes = {judge.num_classes} != dataset.num_classes = "
                          f"{dataset_opt['num_classes']}.")
-    metrics = cfg.get('metrics') or default_metrics(cfg['scale'])
+    metrics = cfg.get('metrics') or psnr_ssim_metrics(cfg['scale'])
     keep = grid_indices(len(dataset), int((cfg.get('grid') or {}).get('num_images', 3)))
     results: Dict[str, dict] = OrderedDict()
     for method in cfg['methods']:
@@ -253,35 +228,17 @@ def run_evaluation(cfg: dict, output_dir: Optional[str] = None) -> dict:
     table = markdown_table(results, list(metrics), reference)
     with open(os.path.join(output_dir, 'results.md'), 'w') as f:
         f.write(f"# {cfg['name']}: x{cfg['scale']} on {dataset_opt['name']} ({len(dataset)} images)\n\n{table}")
-    payload = {name: _finite_or_none(res['summary']) for name, res in results.items()}
-    with open(os.path.join(output_dir, 'results.json'), 'w') as f:
-        json.dump(dict(name=cfg['name'], scale=cfg['scale'], dataset=dataset_opt['name'], num_images=len(dataset),
-                       reference=reference, bootstrap=dict(BOOTSTRAP_DEFAULTS, **(cfg.get('bootstrap') or {})),
-                       class_names=getattr(dataset, 'class_names', None), device=str(device), methods=payload),
-                  f, indent=2, default=_json_default, allow_nan=False)
+    payload = {name: finite_or_none(res['summary']) for name, res in results.items()}
+    write_json(os.path.join(output_dir, 'results.json'), dict(
+        name=cfg['name'], scale=cfg['scale'], dataset=dataset_opt['name'], num_images=len(dataset), reference=reference,
+        bootstrap=dict(BOOTSTRAP_DEFAULTS, **(cfg.get('bootstrap') or {})),
+        class_names=getattr(dataset, 'class_names', None), device=str(device), methods=payload))
     save_rgb(os.path.join(output_dir, 'grid.png'), picture_grid(dataset, results, keep))
     np.savez_compressed(os.path.join(output_dir, 'judge_confusion.npz'), methods=np.array(list(results)),
                         images=np.array(next(iter(results.values()))['images']),
                         matrices=np.stack([np.stack(r['matrices']) for r in results.values()]))
     logger.info(f'Evaluation table ({output_dir}/results.md):\n{table}')
     return payload
-
-
-def _finite_or_none(value):
-    """Replace NaN (undefined IoU) by None, recursively, so the JSON is standard."""
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f'not JSON serialisable: {type(value)}')
 
 
 def run_cli(description: str, load: Callable[[str], dict], run: Callable[[dict, Optional[str]], dict],

@@ -29,7 +29,6 @@ Config keys:
     save_img: Save every SR image under ``output_dir/images/<method>/<set>/``.
 """
 import glob
-import json
 import logging
 import os
 import sys
@@ -50,9 +49,10 @@ from basicsr.metrics import calculate_metric  # noqa: E402
 from basicsr.utils import get_root_logger, get_time_str, tensor2img  # noqa: E402
 from basicsr.utils.matlab_functions import imresize  # noqa: E402
 
-from segsr.evaluate import (_finite_or_none, _fmt, _json_default, _sync, build_method, check_methods,  # noqa: E402
-                            run_cli)
+from segsr.evaluate import build_method, check_methods, run_cli  # noqa: E402
+from segsr.report import finite_or_none, fmt_value, psnr_ssim_metrics, write_json  # noqa: E402
 from segsr.utils.checkpoint import read_checkpoint  # noqa: E402
+from segsr.utils.misc import sync_device  # noqa: E402
 from segsr.utils.image_io import read_image, split_image  # noqa: E402
 from segsr.utils.visual import make_grid, make_panel, save_rgb, tensor_to_rgb  # noqa: E402
 
@@ -72,13 +72,6 @@ def load_config(path: str) -> dict:
                 ' (the folder holding Set5/, Set14/, ... with HR/ inside each).' if key == 'bench_root' else '.'))
     check_methods(cfg['methods'], path, {'val': {'metrics': cfg.get('metrics') or {}}})
     return cfg
-
-
-def default_metrics(scale: int) -> dict:
-    return OrderedDict(
-        psnr=dict(type='calculate_psnr', crop_border=scale, test_y_channel=True),
-        ssim=dict(type='calculate_ssim', crop_border=scale, test_y_channel=True),
-        niqe=dict(type='calculate_niqe', crop_border=scale, better='lower'))
 
 
 def _read_rgb(path: str) -> np.ndarray:
@@ -213,11 +206,11 @@ def evaluate_set(fn, samples, metrics: dict, lpips_scorer: LPIPSScorer, device: 
     lpips_sum = 0.0
     for name, lq, gt in samples:
         lq, gt = lq.unsqueeze(0).to(device), gt.unsqueeze(0).to(device)
-        _sync(device)
+        sync_device(device)
         start = time.perf_counter()
         with torch.no_grad():
             sr = fn(lq, gt).clamp(0, 1)
-        _sync(device)
+        sync_device(device)
         seconds += time.perf_counter() - start
         for metric, value in image_metrics(sr, gt, metrics, f'{label}/{name}').items():
             totals[metric] += value
@@ -262,9 +255,9 @@ def markdown_table(results: Dict[str, Dict[str, dict]], metric_names: List[str],
     for method, per_set in results.items():
         cells = [method]
         for s in sets:
-            cells += [_fmt(per_set[s].get(m), 4 if m in ('ssim', 'lpips') else 2) for m in names]
+            cells += [fmt_value(per_set[s].get(m), 4 if m in ('ssim', 'lpips') else 2) for m in names]
         seconds = [per_set[s]['sec_per_img'] for s in sets]
-        cells.append(_fmt(float(np.mean(seconds)), 4))
+        cells.append(fmt_value(float(np.mean(seconds)), 4))
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
@@ -284,7 +277,7 @@ def run_sr_bench(cfg: dict, output_dir: Optional[str] = None) -> dict:
     logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO,
                              log_file=os.path.join(output_dir, f"sr_bench_{cfg['name']}_{get_time_str()}.log"))
     sets = OrderedDict((s, load_bench_set(root, s, scale)) for s in cfg.get('sets', DEFAULT_SETS))
-    metrics = cfg.get('metrics') or default_metrics(scale)
+    metrics = cfg.get('metrics') or psnr_ssim_metrics(scale, niqe=True)
     check_niqe_sizes(sets, metrics)
     lpips_scorer = LPIPSScorer(cfg.get('lpips'), device)
     if lpips_scorer.model is None:
@@ -305,11 +298,10 @@ def run_sr_bench(cfg: dict, output_dir: Optional[str] = None) -> dict:
     note = '' if lpips_scorer.model is not None else f'\nLPIPS skipped: {lpips_scorer.reason}.\n'
     with open(os.path.join(output_dir, 'results.md'), 'w') as f:
         f.write(f"# {cfg['name']}: x{scale} on {', '.join(sets)}\n\n{table}{note}")
-    payload = {m: {s: _finite_or_none(v) for s, v in per_set.items()} for m, per_set in results.items()}
-    with open(os.path.join(output_dir, 'results.json'), 'w') as f:
-        json.dump(dict(name=cfg['name'], scale=scale, sets={s: len(v) for s, v in sets.items()}, device=str(device),
-                       lpips_skipped=lpips_scorer.reason, methods=payload), f, indent=2, default=_json_default,
-                  allow_nan=False)
+    payload = {m: {s: finite_or_none(v) for s, v in per_set.items()} for m, per_set in results.items()}
+    write_json(os.path.join(output_dir, 'results.json'), dict(
+        name=cfg['name'], scale=scale, sets={s: len(v) for s, v in sets.items()}, device=str(device),
+        lpips_skipped=lpips_scorer.reason, methods=payload))
     save_rgb(os.path.join(output_dir, 'grid.png'), crop_grid(sets, outputs, cfg.get('grid') or {}))
     logger.info(f'SR-bench table ({output_dir}/results.md):\n{table}{note}')
     return payload

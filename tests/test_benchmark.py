@@ -225,7 +225,7 @@ def test_amp_option():
 def test_bf16_training_through_the_entry_point(tiny_data, tmp_path):
     """``train.amp: bf16`` runs a stock BasicSR model's steps under autocast; weights and checkpoints stay fp32."""
     from conftest import logger_opt, read_log, run_entry, seg_dataset_opt
-    from test_train_pipeline import TINY_RRDB
+    from helpers.options import TINY_RRDB
 
     opt = {'name': 'amp', 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
            'datasets': {'train': seg_dataset_opt(tiny_data, 'train')}, 'network_g': dict(TINY_RRDB),

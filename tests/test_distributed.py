@@ -7,7 +7,7 @@ import sys
 import torch
 
 from conftest import REPO, write_yaml
-from test_train_pipeline import seg_task_opt
+from helpers.options import seg_task_opt
 
 
 def _free_port():
@@ -47,7 +47,7 @@ def test_seg_task_model_gloo_two_ranks_end_identical(tiny_data, tmp_path):
 
 def test_seg_aware_gan_gloo_two_ranks_end_identical(tiny_data, tmp_path):
     """G and D are DDP-wrapped and end identical; the frozen judge is not wrapped."""
-    from test_seg_aware_gan import gan_opt
+    from helpers.options import gan_opt
 
     opt = gan_opt(tiny_data, tmp_path)
     opt.update(name='dist_segsr_gan', num_gpu='auto')
@@ -62,7 +62,7 @@ def test_seg_aware_gan_gloo_two_ranks_end_identical(tiny_data, tmp_path):
 
 def test_sr4ir_gloo_two_ranks_end_identical(tiny_data, tmp_path):
     """SR and task networks are DDP-wrapped and end identical after 2 iterations; the frozen judge is not wrapped."""
-    from test_sr4ir import sr4ir_opt
+    from helpers.options import sr4ir_opt
 
     opt = sr4ir_opt(tiny_data, tmp_path)
     opt.update(name='dist_sr4ir', num_gpu='auto')
@@ -77,7 +77,7 @@ def test_sr4ir_gloo_two_ranks_end_identical(tiny_data, tmp_path):
 
 def test_sr4ir_frozen_sr_gloo_two_ranks_end_identical(tiny_data, tmp_path):
     """T->S: the frozen SR network is used by both ranks without gradients; the task networks end identical."""
-    from test_sr4ir import sr4ir_opt
+    from helpers.options import sr4ir_opt
 
     opt = sr4ir_opt(tiny_data, tmp_path, judge=False, update_sr=False, pixel_opt=None, tdp_opt=None,
                     task_hr_opt=None, task_cqmix_opt=None)
@@ -93,7 +93,7 @@ def test_sr4ir_frozen_sr_gloo_two_ranks_end_identical(tiny_data, tmp_path):
 
 def test_sed_gloo_two_ranks_end_identical(tiny_data, tmp_path):
     """SeDModel: G and D are DDP-wrapped and end identical; the frozen semantic extractor is not wrapped."""
-    from test_sed import sed_opt
+    from helpers.options import sed_opt
 
     opt = sed_opt(tiny_data)
     opt.update(name='dist_sed')

@@ -9,7 +9,7 @@ import torch
 from basicsr.archs.rrdbnet_arch import RRDBNet
 
 from conftest import NUM_CLASSES, run_entry, seg_dataset_opt, write_yaml
-from test_train_pipeline import TINY_RRDB, TINY_UNET
+from helpers.options import TINY_RRDB, TINY_UNET
 
 
 def _eval_config(tiny_data, tmp_path):

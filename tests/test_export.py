@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from test_model_io import TINY_COMPACT, training_checkpoint
-from test_train_pipeline import TINY_RRDB
+from helpers.options import TINY_COMPACT
+from helpers.models import training_checkpoint
+from helpers.options import TINY_RRDB
 from segsr.export import main
 
 onnx = pytest.importorskip('onnx', reason='onnx is part of the dev extra (pip install -e .[dev])')

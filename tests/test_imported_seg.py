@@ -16,7 +16,7 @@ from conftest import NUM_CLASSES, logger_opt, seg_dataset_opt
 from helpers.segmenters import StridedSegmenter
 from segsr.archs.task_net_util import IMAGENET_MEAN, IMAGENET_STD
 from segsr.models.task_eval import build_judge
-from test_models import first_batch, runtime_opt
+from helpers.models import first_batch, runtime_opt
 
 FACTORY = 'helpers.segmenters:strided_segmenter'
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)

@@ -14,8 +14,9 @@ from basicsr.archs import build_network
 from PIL import Image
 
 from conftest import REPO
-from test_model_io import TINY_COMPACT, training_checkpoint
-from test_train_pipeline import TINY_RRDB, TINY_UNET
+from helpers.options import TINY_COMPACT
+from helpers.models import training_checkpoint
+from helpers.options import TINY_RRDB, TINY_UNET
 from segsr.inference import main, output_path
 from segsr.utils.checkpoint import save_network
 from segsr.utils.model_io import LoadedNetwork, load_generator

@@ -5,22 +5,13 @@ import torch
 from basicsr.archs import build_network
 
 from conftest import write_yaml
-from test_train_pipeline import TINY_RRDB, TINY_UNET
-from segsr.utils.checkpoint import atomic_torch_save, save_network
+from helpers.options import TINY_COMPACT, TINY_RRDB, TINY_UNET
+from segsr.utils.checkpoint import save_network
 from segsr.utils.model_io import load_generator, load_segmenter
+from helpers.models import Payload, training_checkpoint
 
-TINY_COMPACT = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_conv': 2, 'upscale': 4}
 # spandrel's RRDB detection assumes ESRGAN's 32 growth channels; the rest is as tiny as TINY_RRDB
 SPANDREL_RRDB = dict(TINY_RRDB, num_grow_ch=32, scale=4)
-
-
-def training_checkpoint(block: dict, path) -> torch.nn.Module:
-    """A generator saved as segsr's training saves ``net_g_*.pth``: ``{'params_ema': sd, 'params': sd}``."""
-    torch.manual_seed(0)
-    net = build_network(dict(block)).eval()
-    state = net.state_dict()
-    atomic_torch_save({'params_ema': state, 'params': {k: torch.zeros_like(v) for k, v in state.items()}}, str(path))
-    return net
 
 
 @pytest.mark.parametrize('block', [TINY_COMPACT, SPANDREL_RRDB], ids=['compact', 'rrdb'])
@@ -76,19 +67,9 @@ def test_unknown_checkpoint_names_the_file_and_what_to_pass(tmp_path):
         load_generator(str(tmp_path / 'odd.pth'), network={'type': 'RRDBNett'}, network_option='--network')
 
 
-class _Payload:
-    """Unpickling this object would create a file: the classic code-execution pickle, harmless here."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return open, (self.marker, 'w')
-
-
 def test_crafted_pickle_is_refused_without_running(tmp_path):
     marker = tmp_path / 'pwned'
-    torch.save({'params': {'conv.weight': torch.zeros(1)}, 'extra': _Payload(str(marker))}, tmp_path / 'evil.pth')
+    torch.save({'params': {'conv.weight': torch.zeros(1)}, 'extra': Payload(str(marker))}, tmp_path / 'evil.pth')
     for load in (load_generator, load_segmenter):
         with pytest.raises(ValueError, match=r"'.*evil\.pth' is not a readable checkpoint.*weights_only"):
             load(str(tmp_path / 'evil.pth'))

@@ -16,7 +16,7 @@ from segsr.utils.option_keys import (MAIN_BLOCKS, OptionKeyWarning, check_option
                                      find_unknown_keys, is_segsr_class, model_known_keys)
 from segsr.utils.option_scan import merge_reads, scan_object, scan_source
 from segsr.utils.options import apply_force_yml, parse_options
-from test_train_pipeline import seg_task_opt, stock_esrgan_opt
+from helpers.options import seg_task_opt, stock_esrgan_opt
 
 SEGSR_GAN_YML = os.path.join(REPO, 'options', 'camvid', 'cpu', 'train_segsr.yml')
 TRAINING_FILES = sorted(p for p in glob.glob(os.path.join(REPO, 'options', '**', '*.yml'), recursive=True)
@@ -118,9 +118,9 @@ def test_benchmark_generated_options_have_only_known_keys(profile):
 
 
 def test_test_suite_option_builders_have_only_known_keys(tiny_data, tmp_path):
-    from test_sed import sed_opt
-    from test_seg_aware_gan import gan_opt
-    from test_sr4ir import sr4ir_opt
+    from helpers.options import sed_opt
+    from helpers.options import gan_opt
+    from helpers.options import sr4ir_opt
 
     for opt in (stock_esrgan_opt(tiny_data, 2), seg_task_opt(tiny_data, 2), gan_opt(tiny_data, tmp_path),
                 sr4ir_opt(tiny_data, tmp_path), sed_opt(tiny_data), sed_opt(tiny_data, 'SeDRealESRGANModel')):

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from conftest import REPO
-from test_models import runtime_opt
-from test_sed import _load, _tiny_run_opt, sed_opt
-from test_seg_aware_gan import gan_opt
-from test_sr4ir import sr4ir_opt
-from test_train_pipeline import seg_task_opt
+from helpers.models import runtime_opt
+from helpers.options import load_sed_option, tiny_run_opt, sed_opt
+from helpers.options import gan_opt
+from helpers.options import sr4ir_opt
+from helpers.options import seg_task_opt
 
 
 def run_python(code, *args, cwd=None, env=None, timeout=300):
@@ -106,7 +106,7 @@ for opt in runs:
 def test_segsr_models_train_identically_without_the_basicsr_fixes(tiny_data, tmp_path):
     """Each of segsr's model families, two steps on CPU in a fresh process with and without
     ``apply_basicsr_fixes()``: same saved weights, bit for bit (Real-ESRGAN's degradations on CPU included)."""
-    realesr = _tiny_run_opt(_load('train_SeD_U_realesrgan_x4plus.yml'), tiny_data, sed=True)
+    realesr = tiny_run_opt(load_sed_option('train_SeD_U_realesrgan_x4plus.yml'), tiny_data, sed=True)
     makers = {'task': lambda p: seg_task_opt(tiny_data, 2),
               'sr4ir': lambda p: sr4ir_opt(tiny_data, p, judge=False),
               'segaware': lambda p: gan_opt(tiny_data, p, judge=False),

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from conftest import REPO, logger_opt, run_entry, write_yaml
-from test_sed import _load as load_sed_options
-from test_sed import _tiny_run_opt as tiny_sed_run_opt
-from test_seg_aware_gan import gan_opt
-from test_sr4ir import sr4ir_opt
+from helpers.options import load_sed_option as load_sed_options
+from helpers.options import tiny_run_opt as tiny_sed_run_opt
+from helpers.options import gan_opt
+from helpers.options import sr4ir_opt
 
 TOTAL = 12
 SAVE_EVERY = 3

@@ -16,9 +16,10 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 
 from conftest import REPO, NUM_CLASSES, seg_dataset_opt, write_yaml
-from test_model_io import _Payload
-from test_models import _seg_sr_opt, runtime_opt
-from test_train_pipeline import TINY_RRDB, TINY_UNET, seg_task_opt, stock_esrgan_opt
+from helpers.models import Payload
+from helpers.options import seg_sr_opt
+from helpers.models import runtime_opt
+from helpers.options import TINY_RRDB, TINY_UNET, seg_task_opt, stock_esrgan_opt
 
 from segsr.data.lmdb_util import make_lmdb
 from segsr.data.paired_image_seg_dataset import PairedImageSegDataset
@@ -31,7 +32,7 @@ NOT_READABLE = r"is not a readable checkpoint \(read with weights_only=True"
 def plant(path: Path) -> Path:
     """Write a checkpoint whose unpickling would create ``<path>.ran``; return that marker path."""
     marker = Path(f'{path}.ran')
-    torch.save({'params': {'w': torch.zeros(1)}, 'extra': _Payload(str(marker))}, path)
+    torch.save({'params': {'w': torch.zeros(1)}, 'extra': Payload(str(marker))}, path)
     return marker
 
 
@@ -64,7 +65,7 @@ def test_planted_pickle_is_live(tmp_path):
 
 
 def _build_seg_sr(tiny_data, tmp_path, evil):
-    opt = _seg_sr_opt(tiny_data, None)
+    opt = seg_sr_opt(tiny_data, None)
     opt['path'] = {'pretrain_network_g': str(evil)}
     build_model(runtime_opt(opt, tmp_path, is_train=False))
 
@@ -78,7 +79,7 @@ def _build_seg_task(tiny_data, tmp_path, evil):
 
 
 def _build_frozen_task(tiny_data, tmp_path, evil):
-    from test_sr4ir import sr4ir_opt
+    from helpers.options import sr4ir_opt
 
     opt = sr4ir_opt(tiny_data, tmp_path, judge=False)
     opt['path'] = {'pretrain_network_task': str(evil)}
@@ -86,7 +87,7 @@ def _build_frozen_task(tiny_data, tmp_path, evil):
 
 
 def _build_judge(tiny_data, tmp_path, evil):
-    build_model(runtime_opt(_seg_sr_opt(tiny_data, {'network': dict(TINY_UNET), 'path': str(evil)}), tmp_path))
+    build_model(runtime_opt(seg_sr_opt(tiny_data, {'network': dict(TINY_UNET), 'path': str(evil)}), tmp_path))
 
 
 def _evaluate_method(tiny_data, tmp_path, evil):

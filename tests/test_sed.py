@@ -12,22 +12,13 @@ from basicsr.archs.discriminator_arch import UNetDiscriminatorSN
 from basicsr.models import build_model
 from torch import nn
 
-from conftest import NUM_CLASSES, REPO, logger_opt, read_log, run_entry, seg_dataset_opt, write_yaml
-from test_models import first_batch, runtime_opt, val_loader
-from test_train_pipeline import TINY_RRDB
+from conftest import NUM_CLASSES, REPO, read_log, run_entry, write_yaml
+from helpers.models import first_batch, runtime_opt, val_loader
 
 from segsr.archs.semantic_extractor_arch import (CLIPSemanticExtractor, ResNetSemanticExtractor,
                                                  TaskNetSemanticExtractor)
 from segsr.archs.semantic_fusion import SemanticFusionBlock
-
-# A tiny semantic extractor: the bottleneck of a random SegUNet with 4 levels: 32 channels at stride 16.
-TINY_SEM_NET = {'type': 'SegUNet', 'num_classes': NUM_CLASSES, 'base_channels': 4, 'num_levels': 4}
-TINY_SEM = {'type': 'TaskNetSemanticExtractor', 'network': TINY_SEM_NET, 'feature': 'C5'}
-SEM_DIM = 32
-
-
-def tiny_sed_d(kind='SeDPatchDiscriminator', **kw):
-    return dict(dict(type=kind, num_feat=8, semantic_dim=SEM_DIM, fusion_head_dim=8), **kw)
+from helpers.options import load_sed_option, sed_opt, SEM_DIM, tiny_run_opt, tiny_sed_d, TINY_SEM, TINY_SEM_NET
 
 
 def semantic_map(batch, h, w, dim=SEM_DIM, stride=16, seed=0):
@@ -187,22 +178,6 @@ def test_seg_aware_discriminator_with_sed(trunk):
     assert net.segment(x, semantic_map(2, 48, 64)).shape == (2, NUM_CLASSES, 48, 64)
 
 
-# --------------------------------------------------------------------------------------------------- models
-def sed_opt(tiny_data, model_type='SeDModel', d=None, **train_extra):
-    train = {'ema_decay': 0.9,
-             'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'optim_d': {'type': 'Adam', 'lr': 1e-3},
-             'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5}, 'total_iter': 2,
-             'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
-             'gan_opt': {'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 0.1},
-             **train_extra}
-    return {'name': 'sed', 'model_type': model_type, 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
-            'datasets': {'train': seg_dataset_opt(tiny_data, 'train'), 'val': seg_dataset_opt(tiny_data, 'val')},
-            'network_g': dict(TINY_RRDB), 'network_d': d or tiny_sed_d(), 'network_sem': copy.deepcopy(TINY_SEM),
-            'path': {}, 'train': train,
-            'val': {'val_freq': 2, 'save_img': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4}}},
-            'logger': logger_opt()}
-
-
 def _built(tiny_data, tmp_path, **kw):
     opt = runtime_opt(sed_opt(tiny_data, **kw), tmp_path)
     model = build_model(opt)
@@ -274,11 +249,11 @@ def test_sed_model_default_extractor_is_clip_rn50(tiny_data, tmp_path, monkeypat
 
 
 def test_sed_model_train_entry_saves_extractor_and_resumes(tiny_data, tmp_path):
-    from test_train_pipeline import _train_then_resume
+    from helpers.models import train_then_resume
 
     opt = sed_opt(tiny_data)
     opt['network_sem']['pretrained'] = _save_tiny_sem(tmp_path / 'sem.pth')
-    exp, log = _train_then_resume(opt, tmp_path)
+    exp, log = train_then_resume(opt, tmp_path)
     saved = torch.load(exp / 'models' / 'net_sem_2.pth')['params']
     assert all(torch.equal(saved[k], v) for k, v in torch.load(exp / 'models' / 'net_sem_4.pth')['params'].items())
     assert 'Model [SeDModel] is created.' in log and (exp / 'models' / 'net_d_4.pth').is_file()
@@ -292,14 +267,14 @@ def _save_tiny_sem(path):
 
 def test_seg_aware_gan_with_sed_and_tdp(tiny_data, tmp_path):
     """Task branch + SeD conditioning + TDP in one SegAwareGANModel run (one conditioning mechanism)."""
-    from test_seg_aware_gan import gan_opt
-    from test_sr4ir import TDP, TINY_TASK, _save_tiny
+    from helpers.options import gan_opt
+    from helpers.options import TDP, TINY_TASK, save_tiny
 
     opt = gan_opt(tiny_data, tmp_path)
     opt['network_d'].update(semantic_dim=SEM_DIM, fusion_head_dim=8)
     opt['network_sem'] = copy.deepcopy(TINY_SEM)
     opt['network_task'] = dict(TINY_TASK)
-    opt['path']['pretrain_network_task'] = _save_tiny(tmp_path / 'task.pth', TINY_TASK)
+    opt['path']['pretrain_network_task'] = save_tiny(tmp_path / 'task.pth', TINY_TASK)
     opt['train'].update(tdp_opt=dict(TDP))
     opt = runtime_opt(opt, tmp_path)
     model = build_model(opt)
@@ -332,52 +307,17 @@ def _flatten(d, prefix=''):
     return out
 
 
-def _load(name):
-    with open(os.path.join(REPO, 'options', 'sed', name)) as f:
-        return yaml.safe_load(f)
-
-
 @pytest.mark.parametrize('base, sed', DROP_IN)
 def test_drop_in_configs_differ_in_model_type_and_network_d_only(base, sed):
-    a, b = _flatten(_load(base)), _flatten(_load(sed))
+    a, b = _flatten(load_sed_option(base)), _flatten(load_sed_option(sed))
     assert a.keys() == b.keys()
     assert {k for k in a if a[k] != b[k]} == {'name', 'model_type', 'network_d.type'}
-
-
-def _tiny_run_opt(opt, tiny_data, sed):
-    """Shrink a shipped GPU-sized config for a 2-iteration CPU run: tiny data and networks, no VGG download,
-    and for SeD a tiny random extractor (no CLIP download) with the discriminator's semantic_dim to match."""
-    opt = copy.deepcopy(opt)
-    opt.update(num_gpu='auto', logger=logger_opt(), network_g=dict(TINY_RRDB))
-    opt['network_d']['num_feat'] = 8
-    opt['path'] = {'resume_state': None}
-    opt['train'].update(total_iter=2)
-    opt['train'].pop('perceptual_opt')
-    opt['val'].update(val_freq=2, save_img=False)
-    opt['datasets']['val'] = {'name': 'tiny_val', 'type': 'PairedImageDataset', 'io_backend': {'type': 'disk'},
-                              'dataroot_gt': os.path.join(tiny_data, 'val', 'hr'),
-                              'dataroot_lq': os.path.join(tiny_data, 'val', 'lq_x4')}
-    train_set = opt['datasets']['train']
-    train_set.update(num_worker_per_gpu=0, batch_size_per_gpu=2, gt_size=64)
-    if train_set['type'] == 'PairedImageDataset':  # VGGStyleDiscriminator takes 128 x 128 only
-        train_set.update(gt_size=128, dataroot_gt=os.path.join(tiny_data, 'train', 'hr'),
-                         dataroot_lq=os.path.join(tiny_data, 'train', 'lq_x4'))
-    else:  # RealESRGANDataset: HR folder + meta file; the model crops gt_size after degrading
-        meta = os.path.join(tiny_data, 'train', 'meta_info_hr.txt')
-        with open(meta, 'w') as f:
-            f.write('\n'.join(sorted(os.listdir(os.path.join(tiny_data, 'train', 'hr')))) + '\n')
-        train_set.update(dataroot_gt=os.path.join(tiny_data, 'train', 'hr'), meta_info=meta)
-        opt.update(gt_size=64, queue_size=4)
-    if sed:
-        opt['network_d'].update(semantic_dim=SEM_DIM, fusion_head_dim=8)
-        opt['network_sem'] = copy.deepcopy(TINY_SEM)
-    return opt
 
 
 @pytest.mark.parametrize('base, sed', DROP_IN)
 def test_drop_in_configs_run_two_iterations(tiny_data, tmp_path, base, sed):
     for name, is_sed in ((base, False), (sed, True)):
-        opt = _tiny_run_opt(_load(name), tiny_data, is_sed)
+        opt = tiny_run_opt(load_sed_option(name), tiny_data, is_sed)
         run_entry('train.py', write_yaml(tmp_path / name, opt), tmp_path)
         log = read_log(tmp_path / 'experiments' / opt['name'])
         assert f"Model [{opt['model_type']}] is created." in log and re.search(r'iter: +2,', log)

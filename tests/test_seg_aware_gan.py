@@ -7,14 +7,9 @@ from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models import build_model
 
-from conftest import NUM_CLASSES, logger_opt, read_log, run_entry, seg_dataset_opt, write_yaml
-from test_losses import hand_ce
-from test_models import first_batch, runtime_opt, val_loader
-from test_train_pipeline import TINY_RRDB, TINY_UNET
-
-
-def tiny_disc(trunk='unet', **kw):
-    return dict(dict(type='SegAwareDiscriminator', num_classes=NUM_CLASSES, num_feat=8, seg_hidden=8, trunk=trunk), **kw)
+from conftest import NUM_CLASSES, read_log, run_entry, write_yaml
+from helpers.models import first_batch, hand_ce, runtime_opt, val_loader
+from helpers.options import gan_opt, tiny_disc
 
 
 @pytest.mark.parametrize('trunk, rf_head, rf_shape', [
@@ -70,32 +65,6 @@ def test_task_losses_against_hand_computation(reduction):
     assert build_loss({'type': 'DiscriminatorTaskLoss'})(hr_logits, target, sr_logits)[1] is None
     with pytest.raises(ValueError, match='reduction'):
         build_loss({'type': 'TaskAdversarialLoss', 'reduction': 'avg'})
-
-
-def gan_opt(tiny_data, tmp_path, judge=True, **train_extra):
-    opt = {
-        'name': 'segsr_gan', 'model_type': 'SegAwareGANModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
-        'datasets': {'train': seg_dataset_opt(tiny_data, 'train'), 'val': seg_dataset_opt(tiny_data, 'val')},
-        'network_g': dict(TINY_RRDB), 'network_d': tiny_disc(), 'path': {},
-        'train': {'ema_decay': 0.9,
-                  'optim_g': {'type': 'Adam', 'lr': 1e-4}, 'optim_d': {'type': 'AdamW', 'lr': 1e-4},
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [100]}, 'total_iter': 4,
-                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
-                  'gan_opt': {'type': 'GANLoss', 'gan_type': 'vanilla', 'loss_weight': 5e-3},
-                  'task_adv_opt': {'type': 'TaskAdversarialLoss', 'loss_weight': 1e-2},
-                  'd_task_opt': {'type': 'DiscriminatorTaskLoss', 'loss_weight': 1.0},
-                  'task_warmup_iter': 0},
-        'val': {'val_freq': 2, 'save_img': True,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4}}},
-        'logger': logger_opt(),
-    }
-    if judge:
-        from segsr.archs.seg_unet_arch import SegUNet
-        path = tmp_path / 'judge.pth'
-        torch.save({'params': SegUNet(**{k: v for k, v in TINY_UNET.items() if k != 'type'}).state_dict()}, path)
-        opt['val']['judge'] = {'network': dict(TINY_UNET), 'path': str(path)}
-    opt['train'].update(train_extra)
-    return opt
 
 
 def _params(net):

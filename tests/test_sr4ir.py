@@ -11,18 +11,10 @@ from basicsr.losses import build_loss
 from basicsr.models import build_model
 from torch import nn
 
-from conftest import NUM_CLASSES, REPO, logger_opt, read_log, run_entry, seg_dataset_opt, write_yaml
+from conftest import NUM_CLASSES, REPO, read_log, run_entry, seg_dataset_opt, write_yaml
 from segsr.data.cqmix import cqmix_mask, cross_quality_mix
-from test_models import first_batch, runtime_opt, val_loader
-from test_train_pipeline import TINY_UNET
-
-TINY_EDSR = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 4}
-TINY_TASK = dict(TINY_UNET, aux_head=True)
-TDP = {'type': 'TDPLoss', 'layer_weights': {'bottleneck': 1.0, 'enc1': 0.5}, 'criterion': 'l1', 'loss_weight': 1.0}
-
-
-def ce(weight):
-    return {'type': 'SegCrossEntropyLoss', 'loss_weight': weight, 'ignore_index': 255}
+from helpers.models import first_batch, runtime_opt, val_loader
+from helpers.options import ce, save_tiny, sr4ir_opt, TINY_EDSR, TINY_TASK, TINY_UNET
 
 
 def _params(net):
@@ -135,35 +127,6 @@ def test_cross_quality_mix_takes_pixels_from_the_right_image():
         cqmix_mask(1, 8, 8, prob=1.5)
     with pytest.raises(ValueError, match='finer than the image'):
         cqmix_mask(1, 4, 4, grid=8)
-
-
-# ---------------------------------------------------------------------------------------------------- the model
-def _save_tiny(path, arch_opt):
-    from basicsr.archs import build_network
-
-    torch.manual_seed(1)
-    torch.save({'params': build_network(dict(arch_opt)).state_dict()}, path)
-    return str(path)
-
-
-def sr4ir_opt(tiny_data, tmp_path, judge=True, **train_extra):
-    opt = {
-        'name': 'sr4ir', 'model_type': 'SR4IRModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
-        'datasets': {'train': seg_dataset_opt(tiny_data, 'train'), 'val': seg_dataset_opt(tiny_data, 'val')},
-        'network_g': dict(TINY_EDSR), 'network_task': dict(TINY_TASK), 'path': {},
-        'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'optim_task': {'type': 'SGD', 'lr': 1e-2, 'momentum': 0.9},
-                  'scheduler_g': {'type': 'MultiStepLR', 'milestones': [3], 'gamma': 0.5},
-                  'scheduler_task': {'type': 'CosineAnnealingRestartLR', 'periods': [6], 'eta_min': 1e-4},
-                  'total_iter': 4, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, 'tdp_opt': dict(TDP),
-                  'tdp_warmup_iter': 0, 'task_sr_opt': ce(0.34), 'task_hr_opt': ce(0.34),
-                  'task_cqmix_opt': ce(0.34), 'aux_weight': 0.5, 'cqmix': {'grid': 4, 'prob': 0.5}},
-        'val': {'val_freq': 2, 'save_img': True, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4}}},
-        'logger': logger_opt(),
-    }
-    if judge:
-        opt['val']['judge'] = {'network': dict(TINY_UNET), 'path': _save_tiny(tmp_path / 'judge.pth', TINY_UNET)}
-    opt['train'].update(train_extra)
-    return opt
 
 
 def _built(tiny_data, tmp_path, **train_extra):
@@ -400,10 +363,10 @@ def test_shipped_configs_build_and_run_two_iterations(tiny_data, tmp_path, path)
     for key in ('pretrain_network_g', 'pretrain_network_task'):
         if path_opt.get(key):
             net_opt = opt['network_g' if key.endswith('_g') else 'network_task']
-            path_opt[key] = _save_tiny(tmp_path / f'{key}.pth', net_opt)
+            path_opt[key] = save_tiny(tmp_path / f'{key}.pth', net_opt)
             path_opt[f"param_key_{key.rsplit('_', 1)[-1]}"] = 'params'
     if (opt.get('val') or {}).get('judge'):
-        opt['val']['judge'] = {'network': dict(TINY_UNET), 'path': _save_tiny(tmp_path / 'judge.pth', TINY_UNET)}
+        opt['val']['judge'] = {'network': dict(TINY_UNET), 'path': save_tiny(tmp_path / 'judge.pth', TINY_UNET)}
     opt = runtime_opt(opt, tmp_path)
     model = build_model(opt)
     for it in (1, 2):
@@ -416,12 +379,12 @@ def test_shipped_configs_build_and_run_two_iterations(tiny_data, tmp_path, path)
 
 # ---------------------------------------------------------------------------------------- TDP in the GAN model
 def test_segaware_gan_with_tdp(tiny_data, tmp_path):
-    from test_seg_aware_gan import gan_opt
+    from helpers.options import gan_opt
 
     raw = gan_opt(tiny_data, tmp_path, tdp_opt={'type': 'TDPLoss', 'layer_weights': {'bottleneck': 1.0}},
                   tdp_warmup_iter=1)
     raw['network_task'] = dict(TINY_TASK)
-    raw['path']['pretrain_network_task'] = _save_tiny(tmp_path / 'task.pth', TINY_TASK)
+    raw['path']['pretrain_network_task'] = save_tiny(tmp_path / 'task.pth', TINY_TASK)
     opt = runtime_opt(raw, tmp_path)
     model = build_model(opt)
     t0 = _params(model.net_task)

@@ -10,7 +10,7 @@ import yaml
 from basicsr.utils.matlab_functions import imresize
 
 from conftest import run_entry, write_yaml
-from test_train_pipeline import TINY_RRDB
+from helpers.options import TINY_RRDB
 
 from segsr.sr_bench import check_niqe_sizes, load_bench_set, load_config, run_sr_bench
 

@@ -5,72 +5,12 @@ import pytest
 import torch
 
 from conftest import NUM_CLASSES, logger_opt, read_log, run_entry, seg_dataset_opt, write_yaml
-
-TINY_RRDB = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4}
-TINY_UNET = {'type': 'SegUNet', 'num_classes': NUM_CLASSES, 'base_channels': 8, 'num_levels': 2}
-
-
-def stock_esrgan_opt(root, total_iter):
-    """BasicSR's train_ESRGAN_x4.yml, shrunk: stock model, arch and dataset names only."""
-    return {
-        'name': 'stock_esrgan', 'model_type': 'ESRGANModel', 'scale': 4, 'num_gpu': 1, 'manual_seed': 0,
-        'datasets': {
-            'train': {'name': 'tiny', 'type': 'PairedImageDataset', 'dataroot_gt': f'{root}/train/hr',
-                      'dataroot_lq': f'{root}/train/lq_x4', 'io_backend': {'type': 'disk'}, 'gt_size': 128,
-                      'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
-                      'dataset_enlarge_ratio': 1, 'prefetch_mode': None},
-            'val': {'name': 'tiny_val', 'type': 'PairedImageDataset', 'dataroot_gt': f'{root}/val/hr',
-                    'dataroot_lq': f'{root}/val/lq_x4', 'io_backend': {'type': 'disk'}}},
-        'network_g': dict(TINY_RRDB),
-        'network_d': {'type': 'VGGStyleDiscriminator', 'num_in_ch': 3, 'num_feat': 8},
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {'ema_decay': 0.999,
-                  'optim_g': {'type': 'Adam', 'lr': 1e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]},
-                  'optim_d': {'type': 'Adam', 'lr': 1e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]},
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [50], 'gamma': 0.5},
-                  'total_iter': total_iter, 'warmup_iter': -1,
-                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1e-2, 'reduction': 'mean'},
-                  'gan_opt': {'type': 'GANLoss', 'gan_type': 'vanilla', 'real_label_val': 1.0,
-                              'fake_label_val': 0.0, 'loss_weight': 5e-3},
-                  'net_d_iters': 1, 'net_d_init_iters': 0},
-        'val': {'val_freq': 2, 'save_img': True,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': False}}},
-        'logger': logger_opt(),
-        'dist_params': {'backend': 'nccl', 'port': 29500},
-    }
-
-
-def seg_task_opt(root, total_iter, name='seg_task', **extra):
-    opt = {
-        'name': name, 'model_type': 'SegTaskModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
-        'datasets': {'train': seg_dataset_opt(root, 'train'), 'val': seg_dataset_opt(root, 'val')},
-        'network_task': dict(TINY_UNET),
-        'path': {'pretrain_network_task': None, 'resume_state': None},
-        'train': {'optim_task': {'type': 'AdamW', 'lr': 2e-3, 'weight_decay': 1e-4},
-                  'scheduler': {'type': 'OneCycleLR', 'pct_start': 0.3, 'total_steps': 10},
-                  'total_iter': total_iter, 'warmup_iter': -1,
-                  'seg_opt': {'type': 'SegCrossEntropyLoss', 'ignore_index': 255}},
-        'val': {'val_freq': 2, 'save_img': True},
-        'logger': logger_opt(),
-    }
-    opt.update(extra)
-    return opt
-
-
-def _train_then_resume(opt, tmp_path):
-    run_entry('train.py', write_yaml(tmp_path / 'a.yml', opt), tmp_path)
-    exp = tmp_path / 'experiments' / opt['name']
-    assert (exp / 'training_states' / '2.state').is_file()
-    opt['train']['total_iter'] = 4
-    run_entry('train.py', write_yaml(tmp_path / 'b.yml', opt), tmp_path, '--auto_resume')
-    log = read_log(exp)
-    assert 'Resuming training from epoch' in log and 'iter: 2.' in log
-    assert (exp / 'training_states' / '4.state').is_file()
-    return exp, log
+from helpers.models import train_then_resume
+from helpers.options import TINY_RRDB, TINY_UNET, seg_task_opt, stock_esrgan_opt
 
 
 def test_stock_esrgan_config_trains_validates_and_resumes_on_cpu(tiny_data, tmp_path):
-    exp, log = _train_then_resume(stock_esrgan_opt(tiny_data, total_iter=2), tmp_path)
+    exp, log = train_then_resume(stock_esrgan_opt(tiny_data, total_iter=2), tmp_path)
     assert (exp / 'models' / 'net_g_4.pth').is_file() and (exp / 'models' / 'net_d_latest.pth').is_file()
     assert 'Model [ESRGANModel] is created.' in log and '# psnr:' in log
     for key in ('l_g_pix', 'l_g_gan', 'l_d_real', 'l_d_fake'):
@@ -80,7 +20,7 @@ def test_stock_esrgan_config_trains_validates_and_resumes_on_cpu(tiny_data, tmp_
 
 
 def test_seg_task_model_trains_validates_and_resumes(tiny_data, tmp_path):
-    exp, log = _train_then_resume(seg_task_opt(tiny_data, total_iter=2), tmp_path)
+    exp, log = train_then_resume(seg_task_opt(tiny_data, total_iter=2), tmp_path)
     assert 'Model [SegTaskModel] is created.' in log and 'l_seg' in log
     assert '# miou:' in log and '# pixacc:' in log and 'Per-class IoU' in log
     state = torch.load(exp / 'training_states' / '4.state', weights_only=False)

@@ -21,7 +21,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor
 
-from segsr.archs.semantic_extractor_arch import SemanticExtractor
+from segsr.archs.semantic_extractor import SemanticExtractor
 from segsr.models.base import SegsrModelMixin
 
 DOutput = Union[Tensor, Dict[str, Tensor]]

@@ -30,3 +30,11 @@ def module_command(module: str, *args: str) -> Tuple[List[str], Dict[str, str]]:
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(p for p in (package_parent, env.get('PYTHONPATH')) if p)
     return [sys.executable, '-m', module, *args], env
+
+
+def sync_device(device) -> None:
+    """Wait for queued CUDA work on ``device`` (no-op elsewhere), so that a timer measures the work itself."""
+    import torch
+
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize(device)
