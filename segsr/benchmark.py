@@ -71,7 +71,8 @@ from segsr.compat import apply_basicsr_fixes
 from segsr.data.seg_transforms import LQ_DOWNSAMPLE_METHODS
 from segsr.evaluate import build_method, evaluate_method, grid_indices, picture_grid
 from segsr.metrics.bootstrap import paired_block_bootstrap
-from segsr.report import BOOTSTRAP_DEFAULTS, finite_or_none, fmt_value, psnr_ssim_metrics, write_json, write_text
+from segsr.report import (BOOTSTRAP_DEFAULTS, finite_or_none, fmt_value, markdown_lines, psnr_ssim_metrics,
+                          write_json, write_text)
 from segsr.models.base import freeze, load_checkpoint, weights_included
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor
 from segsr.step_bench import measure_in_subprocess
@@ -1094,7 +1095,7 @@ def _delta(record: dict, name: str) -> str:
 def markdown_table(records: List[dict]) -> str:
     header = ['method', 'judge mIoU', '- S->T [95% CI]', 'deployed mIoU', '- S->T [95% CI]', 'own mIoU', 'PSNR',
               'SSIM', 'NIQE', 's / iter', 'x ESRGAN', 'infer s / img', 'train min']
-    lines = ['| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * (len(header) - 1)]
+    rows = []
     for r in records:
         s, spd = r['summary'], r['speed'] or {}
         seconds = [run['train']['seconds'] for run in r['runs'] if (run['train'] or {}).get('seconds') is not None]
@@ -1103,8 +1104,8 @@ def markdown_table(records: List[dict]) -> str:
                  fmt_value(s.get('niqe'), 2), fmt_value(spd.get('sec_per_iter'), 3), fmt_value(spd.get('x_esrgan_time'), 2),
                  fmt_value(s.get('sec_per_img') if r['step'] != 'judge' else None, 4),
                  fmt_value(sum(seconds) / 60 if seconds else None, 1)]
-        lines.append('| ' + ' | '.join(c.replace('n/a', '—') for c in cells) + ' |')
-    return '\n'.join(lines) + '\n'
+        rows.append(cells)
+    return '\n'.join(markdown_lines(header, rows, numeric=True)) + '\n'
 
 
 def transfer_ratio(intervals: Dict[str, dict], others: List[str]) -> Optional[float]:
@@ -1130,7 +1131,7 @@ def transfer_table(records: List[dict], names: List[str], others: List[str], ker
     transfer ratio, with LR from the training kernel (``kernel`` None) or from another kernel."""
     title = f'LR from `{kernel}` (never trained on)' if kernel else f'LR from `{train_kernel}` (the training kernel)'
     header = ['method', 'PSNR-Y'] + [f'{n} mIoU - S->T' for n in names] + ['transfer ratio']
-    lines = [f'## Transfer: {title}', '', '| ' + ' | '.join(header) + ' |', '|---|' + '---:|' * (len(header) - 1)]
+    rows = []
     for r in records:
         parts = [_run_part(run, kernel) for run in r['runs']]
         if r['key'] == 'hr' and kernel or any(p is None for p in parts):
@@ -1142,8 +1143,8 @@ def transfer_table(records: List[dict], names: List[str], others: List[str], ker
             delta = _delta({'key': r['key'], 'runs': parts}, name)
             cells.append(mean if r['key'] in (REFERENCE, 'hr') else f'{mean}: {delta}')
         cells.append(_transfer_cell(parts, others))
-        lines.append('| ' + ' | '.join(c.replace('n/a', '—') for c in cells) + ' |')
-    return '\n'.join(lines) + '\n\n'
+        rows.append(cells)
+    return '\n'.join([f'## Transfer: {title}', ''] + markdown_lines(header, rows, numeric=True)) + '\n\n'
 
 
 def _transfer_cell(parts: List[dict], others: List[str]) -> str:

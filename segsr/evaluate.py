@@ -47,8 +47,8 @@ from basicsr.utils import get_root_logger, get_time_str  # noqa: E402
 from segsr.compat import apply_basicsr_fixes  # noqa: E402
 from segsr.metrics.bootstrap import paired_block_bootstrap  # noqa: E402
 from segsr.models.seg_task_model import upsample_bicubic  # noqa: E402
-from segsr.report import (BOOTSTRAP_DEFAULTS, finite_or_none, fmt_interval, fmt_value, psnr_ssim_metrics,  # noqa: E402
-                          write_json)  # noqa: E402
+from segsr.report import (BOOTSTRAP_DEFAULTS, finite_or_none, fmt_interval, fmt_value, markdown_lines,  # noqa: E402
+                          psnr_ssim_metrics, write_json)  # noqa: E402
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor  # noqa: E402
 from segsr.utils.misc import sync_device  # noqa: E402
 from segsr.utils.model_io import load_generator  # noqa: E402
@@ -182,14 +182,14 @@ def _resize_like(img: np.ndarray, ref: np.ndarray) -> np.ndarray:
 def markdown_table(results: Dict[str, dict], metric_names: List[str], reference: Optional[str] = None) -> str:
     header = ['method'] + metric_names + ['judge mIoU', 'judge pixel acc', 's / image']
     header += [f'judge mIoU - {reference} [95% CI]'] if reference else []
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    rows = []
     for name, res in results.items():
         s = res['summary']
         cells = [name] + [fmt_value(s.get(m), 4 if 'ssim' in m else 2) for m in metric_names]
         cells += [fmt_value(s['judge_miou'], 2), fmt_value(s['judge_pixacc'], 2), fmt_value(s['sec_per_img'], 4)]
         cells += [fmt_interval(s.get('judge_miou_vs_reference'))] if reference else []
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines) + '\n'
+        rows.append(cells)
+    return '\n'.join(markdown_lines(header, rows)) + '\n'
 
 
 def run_evaluation(cfg: dict, output_dir: Optional[str] = None) -> dict:

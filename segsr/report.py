@@ -38,10 +38,14 @@ def fmt_interval(ci: Optional[dict]) -> str:
     return f"{ci['diff']:+.2f} [{fmt_value(ci['low'], 2, True)}, {fmt_value(ci['high'], 2, True)}]"
 
 
-def table_lines(header: Sequence[str], rows: Iterable[Sequence[str]]) -> List[str]:
-    """A markdown table: the header line, the rule, one line per row of cells."""
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    lines += ['| ' + ' | '.join(cells) + ' |' for cells in rows]
+def markdown_lines(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: bool = False) -> List[str]:
+    """A markdown table: the header line, the rule, one line per row of cells; with ``numeric``, every column after
+    the first is right-aligned and ``n/a`` cells read ``—``."""
+    rule = '|---|' + '---:|' * (len(header) - 1) if numeric else '|' + '---|' * len(header)
+    lines = ['| ' + ' | '.join(header) + ' |', rule]
+    for cells in rows:
+        cells = [c.replace('n/a', '—') for c in cells] if numeric else cells
+        lines.append('| ' + ' | '.join(cells) + ' |')
     return lines
 
 

@@ -50,7 +50,7 @@ from basicsr.utils import get_root_logger, get_time_str, tensor2img  # noqa: E40
 from basicsr.utils.matlab_functions import imresize  # noqa: E402
 
 from segsr.evaluate import build_method, check_methods, run_cli  # noqa: E402
-from segsr.report import finite_or_none, fmt_value, psnr_ssim_metrics, write_json  # noqa: E402
+from segsr.report import finite_or_none, fmt_value, markdown_lines, psnr_ssim_metrics, write_json  # noqa: E402
 from segsr.utils.checkpoint import read_checkpoint  # noqa: E402
 from segsr.utils.misc import sync_device  # noqa: E402
 from segsr.utils.image_io import read_image, split_image  # noqa: E402
@@ -251,15 +251,15 @@ def markdown_table(results: Dict[str, Dict[str, dict]], metric_names: List[str],
     names = metric_names + (['lpips'] if with_lpips else [])
     sets = list(next(iter(results.values())))
     header = ['method'] + [f'{s} {m.upper()}' for s in sets for m in names] + ['s / image']
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    rows = []
     for method, per_set in results.items():
         cells = [method]
         for s in sets:
             cells += [fmt_value(per_set[s].get(m), 4 if m in ('ssim', 'lpips') else 2) for m in names]
         seconds = [per_set[s]['sec_per_img'] for s in sets]
         cells.append(fmt_value(float(np.mean(seconds)), 4))
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines) + '\n'
+        rows.append(cells)
+    return '\n'.join(markdown_lines(header, rows)) + '\n'
 
 
 def run_sr_bench(cfg: dict, output_dir: Optional[str] = None) -> dict:

@@ -13,7 +13,7 @@ from basicsr.models import build_model
 from torch import nn
 
 from conftest import NUM_CLASSES, REPO, read_log, run_entry, write_yaml
-from helpers.models import first_batch, runtime_opt, val_loader
+from helpers.models import first_batch, params_of, runtime_opt, val_loader
 
 from segsr.archs.semantic_extractor_arch import (CLIPSemanticExtractor, ResNetSemanticExtractor,
                                                  TaskNetSemanticExtractor)
@@ -33,10 +33,6 @@ def randomize_fusion_outputs(net):
         if isinstance(m, SemanticFusionBlock):
             nn.init.normal_(m.proj_out.weight, std=0.1)
     return net
-
-
-def _params(net):
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
 # ----------------------------------------------------------------------------------------------- extractors
@@ -191,7 +187,7 @@ def test_sed_model_step_trains_g_and_d_not_the_extractor(tiny_data, tmp_path, re
     model = _built(tiny_data, tmp_path, d=tiny_sed_d(kind), relativistic=relativistic)
     calls = []
     model.net_sem.register_forward_hook(lambda *args: calls.append(1))
-    g0, d0, s0 = _params(model.net_g), _params(model.net_d), _params(model.net_sem)
+    g0, d0, s0 = params_of(model.net_g), params_of(model.net_d), params_of(model.net_sem)
     model.optimize_parameters(1)
     assert len(calls) == 1  # semantics once per batch, shared by the G step and the real and fake D passes
     assert torch.equal(model.semantic, model.net_sem(model.gt))  # the HR image's semantics
@@ -279,7 +275,7 @@ def test_seg_aware_gan_with_sed_and_tdp(tiny_data, tmp_path):
     opt = runtime_opt(opt, tmp_path)
     model = build_model(opt)
     model.feed_data(first_batch(opt))
-    s0 = _params(model.net_sem)
+    s0 = params_of(model.net_sem)
     model.optimize_parameters(1)
     assert {'l_g_task', 'l_tdp', 'l_d_task', 'l_g_gan'} <= set(model.log_dict)
     assert model.semantic is not None and model.semantic.shape[1] == SEM_DIM

@@ -8,7 +8,7 @@ from basicsr.losses import build_loss
 from basicsr.models import build_model
 
 from conftest import NUM_CLASSES, read_log, run_entry, write_yaml
-from helpers.models import first_batch, hand_ce, runtime_opt, val_loader
+from helpers.models import changed, first_batch, hand_ce, params_of, runtime_opt, val_loader
 from helpers.options import gan_opt, tiny_disc
 
 
@@ -67,14 +67,6 @@ def test_task_losses_against_hand_computation(reduction):
         build_loss({'type': 'TaskAdversarialLoss', 'reduction': 'avg'})
 
 
-def _params(net):
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-
-def _changed(before, net):
-    return any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
-
-
 @pytest.mark.parametrize('relativistic, gan_type', [(False, 'vanilla'), (True, 'vanilla'), (False, 'hinge'),
                                                     (False, 'lsgan'), (False, 'wgan_softplus')])
 def test_one_step_updates_g_and_d_not_judge(tiny_data, tmp_path, relativistic, gan_type):
@@ -82,10 +74,10 @@ def test_one_step_updates_g_and_d_not_judge(tiny_data, tmp_path, relativistic, g
                   gan_opt={'type': 'GANLoss', 'gan_type': gan_type, 'loss_weight': 5e-3})
     opt = runtime_opt(raw, tmp_path)
     model = build_model(opt)
-    g0, d0, j0 = _params(model.net_g), _params(model.net_d), _params(model.judge)
+    g0, d0, j0 = params_of(model.net_g), params_of(model.net_d), params_of(model.judge)
     model.feed_data(first_batch(opt))
     model.optimize_parameters(1)
-    assert _changed(g0, model.net_g) and _changed(d0, model.net_d) and not _changed(j0, model.judge)
+    assert changed(g0, model.net_g) and changed(d0, model.net_d) and not changed(j0, model.judge)
     assert set(model.get_current_log()) == {'l_g_pix', 'l_g_gan', 'l_g_task', 'l_d_real', 'out_d_real', 'l_d_fake',
                                             'out_d_fake', 'l_d_task'}
     assert all(math.isfinite(v) for v in model.get_current_log().values())

@@ -13,16 +13,8 @@ from torch import nn
 
 from conftest import NUM_CLASSES, REPO, read_log, run_entry, seg_dataset_opt, write_yaml
 from segsr.data.cqmix import cqmix_mask, cross_quality_mix
-from helpers.models import first_batch, runtime_opt, val_loader
+from helpers.models import changed, first_batch, params_of, runtime_opt, val_loader
 from helpers.options import ce, save_tiny, sr4ir_opt, TINY_EDSR, TINY_TASK, TINY_UNET
-
-
-def _params(net):
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
-
-
-def _changed(before, net):
-    return any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
 # ------------------------------------------------------------------------------------------------------ TDP loss
@@ -140,17 +132,17 @@ def _built(tiny_data, tmp_path, **train_extra):
 
 def test_phase1_updates_only_sr_and_phase2_only_task(tiny_data, tmp_path):
     _, model = _built(tiny_data, tmp_path)
-    g0, t0, j0 = _params(model.net_g), _params(model.net_task), _params(model.judge)
+    g0, t0, j0 = params_of(model.net_g), params_of(model.net_task), params_of(model.judge)
     model.sr_step(1, {})
-    assert _changed(g0, model.net_g) and not _changed(t0, model.net_task)  # incl. BatchNorm running statistics
+    assert changed(g0, model.net_g) and not changed(t0, model.net_task)  # incl. BatchNorm running statistics
     assert all(p.grad is None or not p.grad.any() for p in model.net_task.parameters())
     assert model.net_task.training and all(p.requires_grad for p in model.net_task.parameters())
-    g1 = _params(model.net_g)
+    g1 = params_of(model.net_g)
     seg = model.seg.clone()
     model.task_step({})
-    assert _changed(t0, model.net_task) and not _changed(g1, model.net_g)
+    assert changed(t0, model.net_task) and not changed(g1, model.net_g)
     assert torch.equal(model.seg, seg)  # labels are shared by all views, never mixed
-    assert not _changed(j0, model.judge)
+    assert not changed(j0, model.judge)
 
 
 def test_full_step_logs_each_term_and_tdp_warmup(tiny_data, tmp_path):
@@ -190,13 +182,13 @@ def test_task_views_share_one_forward_and_weights(tiny_data, tmp_path):
 ])
 def test_phase_switches(tiny_data, tmp_path, extra, trained, frozen):
     _, model = _built(tiny_data, tmp_path, **extra)
-    g0, t0 = _params(model.net_g), _params(model.net_task)
+    g0, t0 = params_of(model.net_g), params_of(model.net_task)
     model.optimize_parameters(1)
-    changed = {'net_g': _changed(g0, model.net_g), 'net_task': _changed(t0, model.net_task)}
+    moved = {'net_g': changed(g0, model.net_g), 'net_task': changed(t0, model.net_task)}
     if trained is None:  # joint: both change, and the SR network feels the task loss
-        assert changed == {'net_g': True, 'net_task': True}
+        assert moved == {'net_g': True, 'net_task': True}
     else:
-        assert changed[trained] and not changed[frozen]
+        assert moved[trained] and not moved[frozen]
         frozen_net = getattr(model, frozen)
         assert not frozen_net.training and not any(p.requires_grad for p in frozen_net.parameters())
         assert len(model.optimizers) == 1
@@ -206,9 +198,9 @@ def test_joint_task_loss_reaches_sr_network(tiny_data, tmp_path):
     """S+T without a pixel loss still moves the SR network: the task loss on SR is back-propagated into it."""
     _, model = _built(tiny_data, tmp_path, alternate=False, pixel_opt=None, tdp_opt=None, task_hr_opt=None,
                       task_cqmix_opt=None)
-    g0 = _params(model.net_g)
+    g0 = params_of(model.net_g)
     model.optimize_parameters(1)
-    assert _changed(g0, model.net_g) and set(model.get_current_log()) == {'l_task_sr'}
+    assert changed(g0, model.net_g) and set(model.get_current_log()) == {'l_task_sr'}
 
 
 def test_validation_scores_own_task_net_and_judge(tiny_data, tmp_path):
@@ -387,12 +379,12 @@ def test_segaware_gan_with_tdp(tiny_data, tmp_path):
     raw['path']['pretrain_network_task'] = save_tiny(tmp_path / 'task.pth', TINY_TASK)
     opt = runtime_opt(raw, tmp_path)
     model = build_model(opt)
-    t0 = _params(model.net_task)
+    t0 = params_of(model.net_task)
     model.feed_data(first_batch(opt))
     model.optimize_parameters(1)
     assert 'l_tdp' not in model.get_current_log()  # warm-up
     model.optimize_parameters(2)
-    assert model.get_current_log()['l_tdp'] > 0 and not _changed(t0, model.net_task)
+    assert model.get_current_log()['l_tdp'] > 0 and not changed(t0, model.net_task)
     assert model.net_task is not None and not model.net_task.training
     model.save(0, 2)
     assert 'net_task_2.pth' in os.listdir(tmp_path / 'exp' / 'models')  # found again by --auto_resume

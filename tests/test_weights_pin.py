@@ -71,6 +71,10 @@ FLOAT32 = {'SeDRealESRGANModel'}
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-9}
 
 
+def case_dtype(case: str) -> torch.dtype:
+    return torch.float32 if case in FLOAT32 else torch.float64
+
+
 def _projection(key: str, n: int, which: int) -> np.ndarray:
     return np.random.default_rng([zlib.crc32(key.encode()), n, which]).standard_normal(n)
 
@@ -106,14 +110,14 @@ def train_and_fingerprint(case: str, root: str, tmp: str) -> dict:
     for key in [k for k in opt['train'] if k.startswith('optim_')]:  # SGD: float noise stays noise (Adam's
         opt['train'][key] = {'type': 'SGD', 'lr': 0.05}             # normalised step blows up tiny gradients)
     set_random_seed(0)
-    dtype = torch.float32 if case in FLOAT32 else torch.float64
+    dtype = case_dtype(case)
     with default_dtype(dtype):
         model = build_model(opt)
     train_opt = opt['datasets']['train']
     loader = build_dataloader(build_dataset(train_opt), train_opt, num_gpu=0, dist=False, sampler=None, seed=0)
     step = 0
     while step < STEPS:
-        for batch in loader:  # the data as it comes (float32), the model in float64
+        for batch in loader:  # the data as it comes (float32), the model in its case's dtype
             step += 1
             with default_dtype(dtype):
                 model.update_learning_rate(step, warmup_iter=-1)
@@ -138,7 +142,7 @@ def test_weights_after_four_steps_match_the_pin(tiny_data, tmp_path, case):
         PIN.parent.mkdir(exist_ok=True)
         PIN.write_text(json.dumps(pins, indent=1, sort_keys=True) + '\n')
     pinned = json.loads(PIN.read_text())[case]
-    tol = TOLERANCE[torch.float32 if case in FLOAT32 else torch.float64]
+    tol = TOLERANCE[case_dtype(case)]
     assert sorted(got) == sorted(pinned), f'{case}: networks {sorted(got)} != pinned {sorted(pinned)}'
     for net, tensors in pinned.items():
         assert sorted(got[net]) == sorted(tensors), f'{case}.{net}: other state-dict keys'

@@ -77,3 +77,13 @@ def train_then_resume(opt, tmp_path):
     assert 'Resuming training from epoch' in log and 'iter: 2.' in log
     assert (exp / 'training_states' / '4.state').is_file()
     return exp, log
+
+
+def params_of(net):
+    """A copy of ``net``'s state dict, to compare with after a step."""
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def changed(before, net):
+    """Whether any tensor of ``net`` differs from the copy ``before`` (:func:`params_of`)."""
+    return any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
