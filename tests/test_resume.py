@@ -22,7 +22,7 @@ from conftest import REPO, logger_opt, run_entry, write_yaml
 from helpers.options import load_sed_option as load_sed_options
 from helpers.options import tiny_run_opt as tiny_sed_run_opt
 from helpers.options import gan_opt
-from helpers.options import sr4ir_opt
+from helpers.options import ce, sr4ir_opt
 
 TOTAL = 12
 SAVE_EVERY = 3
@@ -35,7 +35,19 @@ def realesrgan_opt(tiny_data, tmp_path):
     return tiny_sed_run_opt(load_sed_options('train_realesrgan_x4plus.yml'), tiny_data, sed=False)
 
 
-BUILDERS = {'segaware': gan_opt, 'sr4ir': sr4ir_opt, 'realesrgan': realesrgan_opt}
+def sfms_views_opt(tiny_data, tmp_path):
+    """SR for my segmenter with the transfer terms: random views for the frozen net's CE (drawn from torch's global
+    generator, which the training state saves) and the focal frequency loss."""
+    opt = sr4ir_opt(tiny_data, tmp_path)
+    for key in ('task_sr_opt', 'task_hr_opt', 'task_cqmix_opt', 'optim_task', 'scheduler_task', 'cqmix'):
+        opt['train'].pop(key)
+    opt['train'].update(update_task=False, sr_ce_opt=ce(0.1),
+                        sr_ce_views={'scale': [0.75, 1.25], 'hflip': True, 'shift': 4},
+                        frequency_opt={'type': 'FocalFrequencyLoss', 'loss_weight': 10.0})
+    return opt
+
+
+BUILDERS = {'segaware': gan_opt, 'sr4ir': sr4ir_opt, 'realesrgan': realesrgan_opt, 'sfms_views': sfms_views_opt}
 
 
 def run_opt(method, tiny_data, tmp_path, name, workers=0):
@@ -146,7 +158,8 @@ def planted_pickle(path, marker):
 
 
 # ------------------------------------------------------------------------------------------ exact resume
-@pytest.mark.parametrize('method, workers, seed', [('segaware', 0, 1), ('sr4ir', 2, 2), ('realesrgan', 0, 3)])
+@pytest.mark.parametrize('method, workers, seed', [('segaware', 0, 1), ('sr4ir', 2, 2), ('realesrgan', 0, 3),
+                                                   ('sfms_views', 0, 4)])
 def test_killed_twice_at_random_iterations_resumes_bit_exact(tiny_data, tmp_path, reference, method, workers, seed):
     """kill -9 at two random iterations, resume each time; the final weights equal the uninterrupted run's.
 

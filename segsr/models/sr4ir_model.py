@@ -17,7 +17,7 @@ trains the SR network against a frozen task network, and ``alternate: false`` do
 loss on SR images is back-propagated into both networks (S+T).
 """
 from collections import OrderedDict
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from basicsr.archs import build_network
@@ -28,13 +28,14 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
 from segsr.data.cqmix import cross_quality_mix, grid_shape
+from segsr.data.task_views import VIEW_KEYS, TaskViews
 from segsr.losses.tdp_loss import frozen_eval
 from segsr.models.base import (SegsrModelMixin, check_num_classes, freeze, require_labelled_train_data,
                                weights_included)
 from segsr.models.task_eval import Predictor, TaskValidationMixin, network_predictor
 from segsr.models.task_feature import TDPMixin
 
-SR_LOSSES = ('pixel_opt', 'perceptual_opt', 'tdp_opt', 'sr_ce_opt')
+SR_LOSSES = ('pixel_opt', 'perceptual_opt', 'frequency_opt', 'tdp_opt', 'sr_ce_opt')
 TASK_VIEWS = ('sr', 'hr', 'cqmix')  # train.task_<view>_opt
 
 
@@ -50,10 +51,14 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
             not updated is frozen (eval mode, no gradient, no optimizer, not DDP-wrapped).
         train.alternate: Two phases per iteration (SR4IR). False: one joint step (S+T). Default: true.
         train.pixel_opt, train.perceptual_opt: SR-phase content losses (BasicSR's).
+        train.frequency_opt: Optional SR-phase spectral loss (e.g. :class:`FocalFrequencyLoss`), logged ``l_freq``.
         train.tdp_opt: :class:`TDPLoss` block, e.g. ``{type: TDPLoss, layer_weights: {C5: 1.0}}``.
         train.tdp_warmup_iter: Iterations without TDP. Default: 0.
         train.sr_ce_opt: Optional cross-entropy of the frozen task network on SR images, back-propagated into the
             SR network only (the SR4IR code's "T2S" configuration).
+        train.sr_ce_views: Optional random views for that cross-entropy (:class:`TaskViews`: ``{scale: [0.75,
+            1.25], hflip: true, shift: 8}``): the frozen network sees a rescaled, flipped, shifted SR image and
+            labels moved with it, a new draw each step.
         train.task_sr_opt, train.task_hr_opt, train.task_cqmix_opt: Task-phase cross-entropy blocks
             (``SegCrossEntropyLoss``, each with its own ``loss_weight``; paper: 0.34 each); absent = view unused.
         train.aux_weight: Weight of the aux head's loss relative to the main head, per view. Default: 0.5.
@@ -68,9 +73,11 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
 
     OPTION_KEYS = {
         '': ('network_task', ),
-        'train': ('update_sr', 'update_task', 'alternate', 'sr_ce_opt', 'task_sr_opt', 'task_hr_opt', 'task_cqmix_opt',
-                  'aux_weight', 'cqmix', 'optim_task', 'scheduler_g', 'scheduler_task'),
+        'train': ('update_sr', 'update_task', 'alternate', 'frequency_opt', 'sr_ce_opt', 'sr_ce_views', 'task_sr_opt',
+                  'task_hr_opt', 'task_cqmix_opt', 'aux_weight', 'cqmix', 'optim_task', 'scheduler_g',
+                  'scheduler_task'),
         'train.cqmix': ('grid', 'prob'),
+        'train.sr_ce_views': VIEW_KEYS,
     }
 
     # ----------------------------------------------------------------------------------------- construction
@@ -146,6 +153,11 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
 
         self.cri_pix, self.cri_perceptual, self.cri_sr_ce = build('pixel_opt'), build('perceptual_opt'), \
             build('sr_ce_opt')
+        self.cri_freq = build('frequency_opt')
+        if train_opt.get('sr_ce_views') and self.cri_sr_ce is None:
+            raise ValueError("Option 'train.sr_ce_views' needs 'train.sr_ce_opt' (the cross-entropy it augments).")
+        self.sr_ce_views = TaskViews.from_opt(train_opt.get('sr_ce_views'), getattr(self.cri_sr_ce, 'ignore_index', 255),
+                                              'train.sr_ce_views')
         self.cri_task = {view: build(f'task_{view}_opt') for view in TASK_VIEWS}
         bare = self.get_bare_model(self.net_task)
         self.aux_weight = float(train_opt.get('aux_weight', 0.5)) if bare.has_aux else 0.0
@@ -219,14 +231,20 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
                 if value is not None:
                     loss_dict[name] = value
                     terms.append(value)
+        if self.cri_freq:
+            loss_dict['l_freq'] = self.cri_freq(self.output, self.gt)
+            terms.append(loss_dict['l_freq'])
         l_tdp = self.tdp_loss(current_iter, loss_dict)
         if l_tdp is not None:
             terms.append(l_tdp)
         if self.cri_sr_ce:
+            image, labels = self.output, self.seg
+            if self.sr_ce_views is not None:
+                image, labels = self.sr_ce_views(image, labels)
             bare = self.get_bare_model(self.net_task)
             with frozen_eval(bare):
-                out = bare(self.output)
-            loss_dict['l_sr_ce'] = self.head_loss(self.cri_sr_ce, out)
+                out = bare(image)
+            loss_dict['l_sr_ce'] = self.head_loss(self.cri_sr_ce, out, labels)
             terms.append(loss_dict['l_sr_ce'])
         return sum(terms[1:], terms[0]) if terms else self.output.new_zeros(())
 
@@ -248,11 +266,13 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
             total = loss if total is None else total + loss
         return total
 
-    def head_loss(self, criterion, out: Dict[str, Tensor]) -> Tensor:
-        """``criterion`` on the main logits plus ``aux_weight`` times it on the aux logits (when present)."""
-        loss = criterion(out['out'], self.seg)
+    def head_loss(self, criterion, out: Dict[str, Tensor], labels: Optional[Tensor] = None) -> Tensor:
+        """``criterion`` on the main logits plus ``aux_weight`` times it on the aux logits (when present), against
+        ``labels`` (default: the batch's)."""
+        labels = self.seg if labels is None else labels
+        loss = criterion(out['out'], labels)
         if self.aux_weight > 0 and 'aux' in out:
-            loss = loss + self.aux_weight * criterion(out['aux'], self.seg)
+            loss = loss + self.aux_weight * criterion(out['aux'], labels)
         return loss
 
     # ------------------------------------------------------------------------------------ validation, saving
