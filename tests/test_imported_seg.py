@@ -148,7 +148,7 @@ def test_sr_for_my_segmenter_and_a_judge_from_a_torchscript_file(tiny_data, tmp_
     for it in (1, 2):
         model.feed_data(first_batch(opt))
         model.optimize_parameters(it)
-    assert set(model.get_current_log()) >= {'l_pix', 'l_sr_ce'}
+    assert set(model.get_current_log()) >= {'l_g_pix', 'l_sr_ce'}
     assert any(not torch.equal(a, b) for a, b in zip(g0, model.net_g.parameters()))
     assert all(torch.equal(v, model.net_task.state_dict()[k]) for k, v in before.items())  # frozen
     judge = build_judge({'network': seg_net}, torch.device('cpu'))  # no checkpoint: the file holds the weights

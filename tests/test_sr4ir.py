@@ -149,9 +149,9 @@ def test_full_step_logs_each_term_and_tdp_warmup(tiny_data, tmp_path):
     _, model = _built(tiny_data, tmp_path, tdp_warmup_iter=2)
     model.optimize_parameters(1)
     log = model.get_current_log()
-    assert set(log) == {'l_pix', 'l_task_sr', 'l_task_hr', 'l_task_cqmix'}  # TDP off during the warm-up
+    assert set(log) == {'l_g_pix', 'l_task_sr', 'l_task_hr', 'l_task_cqmix'}  # TDP off during the warm-up
     model.optimize_parameters(3)
-    assert set(model.get_current_log()) == {'l_pix', 'l_tdp', 'l_task_sr', 'l_task_hr', 'l_task_cqmix'}
+    assert set(model.get_current_log()) == {'l_g_pix', 'l_tdp', 'l_task_sr', 'l_task_hr', 'l_task_cqmix'}
     assert all(math.isfinite(v) for v in model.get_current_log().values())
     assert model.get_current_learning_rate() == [1e-3, pytest.approx(model.optimizer_task.param_groups[0]['lr'])]
 
@@ -317,7 +317,7 @@ def test_train_and_auto_resume_through_entry_point(tiny_data, tmp_path):
     saved = set(os.listdir(exp / 'models'))
     assert {'net_g_4.pth', 'net_task_4.pth', 'net_g_latest.pth', 'net_task_latest.pth'} <= saved
     log = read_log(exp)
-    for key in ('l_pix', 'l_tdp', 'l_task_sr', 'l_task_hr', 'l_task_cqmix', 'task_miou', 'judge_miou'):
+    for key in ('l_g_pix', 'l_tdp', 'l_task_sr', 'l_task_hr', 'l_task_cqmix', 'task_miou', 'judge_miou'):
         assert key in log, key
     opt['train']['total_iter'] = 6
     write_yaml(opt_path, opt)

@@ -155,7 +155,7 @@ def test_sfms_with_views_and_frequency_loss_trains_and_logs(tiny_data, tmp_path)
     g0 = [p.detach().clone() for p in model.net_g.parameters()]
     model.optimize_parameters(1)
     log = model.get_current_log()
-    assert set(log) == {'l_pix', 'l_freq', 'l_sr_ce'} and all(math.isfinite(v) for v in log.values())
+    assert set(log) == {'l_g_pix', 'l_g_freq', 'l_sr_ce'} and all(math.isfinite(v) for v in log.values())
     assert any(not torch.equal(a, b) for a, b in zip(g0, model.net_g.parameters()))
     seg = model.seg.clone()
     model.optimize_parameters(2)

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from segsr.archs.semantic_extractor import SemanticExtractor
 from segsr.models.base import SegsrModelMixin
+from segsr.models.content import content_loss
 
 DOutput = Union[Tensor, Dict[str, Tensor]]
 
@@ -190,18 +191,7 @@ class GANStepMixin(SegsrModelMixin):
 
     def content_loss(self, loss_dict: Dict[str, Tensor]) -> Tensor:
         """Pixel and perceptual/style losses of ``self.output`` against :meth:`loss_targets` (those configured)."""
-        targets = self.loss_targets()
-        l_total = self.output.new_zeros(())
-        if self.cri_pix:
-            loss_dict['l_g_pix'] = self.cri_pix(self.output, targets['pix'])
-            l_total = l_total + loss_dict['l_g_pix']
-        if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, targets['percep'])
-            for name, value in (('l_g_percep', l_percep), ('l_g_style', l_style)):
-                if value is not None:
-                    loss_dict[name] = value
-                    l_total = l_total + value
-        return l_total
+        return content_loss(self.output, self.loss_targets(), loss_dict, self.cri_pix, self.cri_perceptual)
 
     def extra_generator_loss(self, current_iter: int, loss_dict: Dict[str, Tensor], fake: DOutput) -> Tensor:
         """Further generator terms (none here); ``fake`` is the discriminator's output on ``self.output``."""

@@ -32,6 +32,7 @@ from segsr.data.task_views import VIEW_KEYS, TaskViews
 from segsr.losses.tdp_loss import frozen_eval
 from segsr.models.base import (SegsrModelMixin, check_num_classes, freeze, require_labelled_train_data,
                                weights_included)
+from segsr.models.content import content_loss
 from segsr.models.task_eval import Predictor, TaskValidationMixin, network_predictor
 from segsr.models.task_feature import TDPMixin
 
@@ -51,7 +52,7 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
             not updated is frozen (eval mode, no gradient, no optimizer, not DDP-wrapped).
         train.alternate: Two phases per iteration (SR4IR). False: one joint step (S+T). Default: true.
         train.pixel_opt, train.perceptual_opt: SR-phase content losses (BasicSR's).
-        train.frequency_opt: Optional SR-phase spectral loss (e.g. :class:`FocalFrequencyLoss`), logged ``l_freq``.
+        train.frequency_opt: Optional SR-phase spectral loss (e.g. :class:`FocalFrequencyLoss`), logged ``l_g_freq``.
         train.tdp_opt: :class:`TDPLoss` block, e.g. ``{type: TDPLoss, layer_weights: {C5: 1.0}}``.
         train.tdp_warmup_iter: Iterations without TDP. Default: 0.
         train.sr_ce_opt: Optional cross-entropy of the frozen task network on SR images, back-propagated into the
@@ -220,20 +221,12 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
         self.optimizer_task.step()
 
     def sr_loss(self, current_iter: int, loss_dict: Dict[str, Tensor]) -> Tensor:
-        """Pixel, perceptual, TDP and (optional) frozen-task cross-entropy of ``self.output``."""
+        """Content (:func:`content_loss`: ``l_g_pix``, ``l_g_percep``, ``l_g_freq``), TDP and (optional) frozen-task
+        cross-entropy of ``self.output``."""
         terms: List[Tensor] = []
-        if self.cri_pix:
-            loss_dict['l_pix'] = self.cri_pix(self.output, self.gt)
-            terms.append(loss_dict['l_pix'])
-        if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
-                if value is not None:
-                    loss_dict[name] = value
-                    terms.append(value)
-        if self.cri_freq:
-            loss_dict['l_freq'] = self.cri_freq(self.output, self.gt)
-            terms.append(loss_dict['l_freq'])
+        if self.cri_pix or self.cri_perceptual or self.cri_freq:
+            terms.append(content_loss(self.output, {'pix': self.gt, 'percep': self.gt}, loss_dict, self.cri_pix,
+                                      self.cri_perceptual, self.cri_freq))
         l_tdp = self.tdp_loss(current_iter, loss_dict)
         if l_tdp is not None:
             terms.append(l_tdp)
