@@ -152,9 +152,11 @@ def restore_training_state(model, state: dict, state_path: str) -> None:
     for scheduler, saved in zip(model.schedulers, state['schedulers']):
         load_scheduler_state(scheduler, saved)
     if 'pool' in state:
-        model.queue_lr = state['pool']['queue_lr'].to(model.device)
-        model.queue_gt = state['pool']['queue_gt'].to(model.device)
-        model.queue_ptr = int(state['pool']['queue_ptr'])
+        pool = getattr(model, 'pair_pool', None)
+        if pool is None:
+            raise ValueError(f'{state_path} holds a Real-ESRGAN training-pair pool but {type(model).__name__} has '
+                             'none: it was written by a different model.')
+        pool.load_state_dict(state['pool'], model.device)
 
 
 # ------------------------------------------------------------------------------------------------ loop

@@ -137,22 +137,31 @@ def test_filter2d_replacement_matches_basicsr_and_takes_non_contiguous_input():
 
 
 def test_realesrgan_pool_on_cpu():
-    """The training-pair pool fills, then swaps batches with random pool entries, all on the batch's device."""
-    from types import SimpleNamespace
+    """The training-pair pool fills, then swaps batches with random pool entries, all on the batch's device; it saves
+    and restores itself."""
+    from segsr.models.realesr_util import TrainingPairPool
 
-    from segsr.models.realesr_util import dequeue_and_enqueue as _dequeue_and_enqueue
-
-    model = SimpleNamespace(queue_size=4)
+    pool = TrainingPairPool(4)
+    assert pool.state_dict() is None  # nothing to save before the first batch
     batches = [torch.full((2, 3, 4, 4), float(i)) for i in range(3)]
     for i in range(2):
-        model.lq, model.gt = batches[i], batches[i].repeat(1, 1, 4, 4)
-        _dequeue_and_enqueue(model)
-        assert torch.equal(model.lq, batches[i])  # filling: the batch passes through
-    model.lq, model.gt = batches[2], batches[2].repeat(1, 1, 4, 4)
-    _dequeue_and_enqueue(model)
-    assert set(model.lq[:, 0, 0, 0].tolist()) <= {0.0, 1.0}  # two samples from the pool
-    assert torch.equal(model.gt[:, :, :4, :4], model.lq)  # pairs stay pairs
-    assert sorted(model.queue_lr[:, 0, 0, 0].tolist()).count(2.0) == 2  # the new batch went into the pool
-    model2 = SimpleNamespace(queue_size=3, lq=batches[0], gt=batches[0])
+        lq, gt = pool.swap(batches[i], batches[i].repeat(1, 1, 4, 4))
+        assert torch.equal(lq, batches[i])  # filling: the batch passes through
+    saved = pool.state_dict()
+    lq, gt = pool.swap(batches[2], batches[2].repeat(1, 1, 4, 4))
+    assert set(lq[:, 0, 0, 0].tolist()) <= {0.0, 1.0}  # two samples from the pool
+    assert torch.equal(gt[:, :, :4, :4], lq)  # pairs stay pairs
+    assert sorted(pool.state_dict()['queue_lr'][:, 0, 0, 0].tolist()).count(2.0) == 2  # the new batch went in
+    restored = TrainingPairPool(4)
+    restored.load_state_dict(saved, torch.device('cpu'))
+    torch.manual_seed(0)
+    again = restored.swap(batches[2], batches[2].repeat(1, 1, 4, 4))
+    pool.load_state_dict(saved, torch.device('cpu'))
+    torch.manual_seed(0)
+    assert all(torch.equal(a, b) for a, b in zip(again, pool.swap(batches[2], batches[2].repeat(1, 1, 4, 4))))
     with pytest.raises(ValueError, match="'queue_size' = 3"):
-        _dequeue_and_enqueue(model2)
+        TrainingPairPool(3).swap(batches[0], batches[0])
+    with pytest.raises(ValueError, match="holds 4 pairs but option 'queue_size' is 8"):
+        TrainingPairPool(8).load_state_dict(saved, torch.device('cpu'))
+    with pytest.raises(ValueError, match="'queue_size' = 0"):
+        TrainingPairPool(0)

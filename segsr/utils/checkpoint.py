@@ -139,7 +139,7 @@ def training_state(model, epoch: int, current_iter: int) -> dict:
     """What a training state holds, as plain data (:func:`to_plain`): loadable with ``weights_only=True``.
 
     BasicSR's ``epoch``, ``iter``, ``optimizers`` and ``schedulers``; Real-ESRGAN's training-pair pool
-    (``queue_lr``, ``queue_gt``, ``queue_ptr``) when the model has one; and what the training loop adds through
+    (``pool``: its ``TrainingPairPool.state_dict()``) when the model has a filled one; and what the training loop adds through
     ``model.loop_state()`` when it set that callable (position in the epoch, random generators, options; see
     :mod:`segsr.train`).
     """
@@ -149,9 +149,10 @@ def training_state(model, epoch: int, current_iter: int) -> dict:
         'optimizers': [o.state_dict() for o in model.optimizers],
         'schedulers': [s.state_dict() for s in model.schedulers],
     }
-    if hasattr(model, 'queue_lr'):
-        state['pool'] = {'queue_lr': model.queue_lr.detach().cpu(), 'queue_gt': model.queue_gt.detach().cpu(),
-                         'queue_ptr': int(model.queue_ptr)}
+    pool = getattr(model, 'pair_pool', None)  # Real-ESRGAN models (segsr's and the patched stock ones)
+    pool_state = pool.state_dict() if pool is not None else None
+    if pool_state is not None:
+        state['pool'] = pool_state
     loop_state = getattr(model, 'loop_state', None)
     if loop_state is not None:
         state.update(loop_state())
