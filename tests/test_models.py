@@ -67,14 +67,14 @@ def _judge_file(tmp_path, **kwargs):
 def test_seg_sr_model_judge_is_frozen_and_validation_restores_training(tiny_data, tmp_path, device):
     opt = runtime_opt(seg_sr_opt(tiny_data, _judge_file(tmp_path)), tmp_path, device=device)
     model = build_model(opt)
-    judge_before = {k: v.clone() for k, v in model.judge.state_dict().items()}
-    assert not model.judge.training and not any(p.requires_grad for p in model.judge.parameters())
+    judge_before = {k: v.clone() for k, v in model.task_validator.judge.state_dict().items()}
+    assert not model.task_validator.judge.training and not any(p.requires_grad for p in model.task_validator.judge.parameters())
     model.feed_data(first_batch(opt))
     model.optimize_parameters(1)
     model.validation(val_loader(opt), 1, None, save_img=True)
     assert model.net_g.training
     assert {'psnr', 'judge_miou', 'judge_pixacc'} <= set(model.metric_results)
-    assert all(torch.equal(judge_before[k], v) for k, v in model.judge.state_dict().items())
+    assert all(torch.equal(judge_before[k], v) for k, v in model.task_validator.judge.state_dict().items())
     pictures = list((tmp_path / 'exp' / 'visualization').rglob('*_judge_seg.png'))
     assert len(pictures) == 2
 

@@ -190,7 +190,7 @@ def test_sed_model_step_trains_g_and_d_not_the_extractor(tiny_data, tmp_path, re
     g0, d0, s0 = params_of(model.net_g), params_of(model.net_d), params_of(model.net_sem)
     model.optimize_parameters(1)
     assert len(calls) == 1  # semantics once per batch, shared by the G step and the real and fake D passes
-    assert torch.equal(model.semantic, model.net_sem(model.gt))  # the HR image's semantics
+    assert torch.equal(model.semantic_conditioner.semantic, model.net_sem(model.gt))  # the HR image's semantics
     assert set(model.log_dict) >= {'l_g_pix', 'l_g_gan', 'l_d_real', 'l_d_fake', 'out_d_real', 'out_d_fake'}
     assert any(not torch.equal(v, model.net_g.state_dict()[k]) for k, v in g0.items())
     assert any(not torch.equal(v, model.net_d.state_dict()[k]) for k, v in d0.items())
@@ -199,8 +199,8 @@ def test_sed_model_step_trains_g_and_d_not_the_extractor(tiny_data, tmp_path, re
     assert model.relativistic is relativistic and not model.net_sem.training
     # After training the discriminator's judgement depends on the semantic map (proj_out left zero).
     sr = model.output.detach()
-    other = torch.roll(model.semantic, 1, dims=0) + torch.randn_like(model.semantic)
-    assert not torch.allclose(model.net_d(sr, model.semantic), model.net_d(sr, other), atol=1e-7)
+    other = torch.roll(model.semantic_conditioner.semantic, 1, dims=0) + torch.randn_like(model.semantic_conditioner.semantic)
+    assert not torch.allclose(model.net_d(sr, model.semantic_conditioner.semantic), model.net_d(sr, other), atol=1e-7)
 
 
 def test_sed_model_defaults_and_validation(tiny_data, tmp_path):
@@ -278,7 +278,7 @@ def test_seg_aware_gan_with_sed_and_tdp(tiny_data, tmp_path):
     s0 = params_of(model.net_sem)
     model.optimize_parameters(1)
     assert {'l_g_task', 'l_tdp', 'l_d_task', 'l_g_gan'} <= set(model.log_dict)
-    assert model.semantic is not None and model.semantic.shape[1] == SEM_DIM
+    assert model.semantic_conditioner.semantic is not None and model.semantic_conditioner.semantic.shape[1] == SEM_DIM
     assert all(torch.equal(v, model.net_sem.state_dict()[k]) for k, v in s0.items())
     model.validation(val_loader(opt), 1, None, False)
     assert {'judge_miou', 'disc_miou'} <= set(model.metric_results)

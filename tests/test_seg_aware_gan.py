@@ -74,10 +74,10 @@ def test_one_step_updates_g_and_d_not_judge(tiny_data, tmp_path, relativistic, g
                   gan_opt={'type': 'GANLoss', 'gan_type': gan_type, 'loss_weight': 5e-3})
     opt = runtime_opt(raw, tmp_path)
     model = build_model(opt)
-    g0, d0, j0 = params_of(model.net_g), params_of(model.net_d), params_of(model.judge)
+    g0, d0, j0 = params_of(model.net_g), params_of(model.net_d), params_of(model.task_validator.judge)
     model.feed_data(first_batch(opt))
     model.optimize_parameters(1)
-    assert changed(g0, model.net_g) and changed(d0, model.net_d) and not changed(j0, model.judge)
+    assert changed(g0, model.net_g) and changed(d0, model.net_d) and not changed(j0, model.task_validator.judge)
     assert set(model.get_current_log()) == {'l_g_pix', 'l_g_gan', 'l_g_task', 'l_d_real', 'out_d_real', 'l_d_fake',
                                             'out_d_fake', 'l_d_task'}
     assert all(math.isfinite(v) for v in model.get_current_log().values())

@@ -132,7 +132,7 @@ def _built(tiny_data, tmp_path, **train_extra):
 
 def test_phase1_updates_only_sr_and_phase2_only_task(tiny_data, tmp_path):
     _, model = _built(tiny_data, tmp_path)
-    g0, t0, j0 = params_of(model.net_g), params_of(model.net_task), params_of(model.judge)
+    g0, t0, j0 = params_of(model.net_g), params_of(model.net_task), params_of(model.task_validator.judge)
     model.sr_step(1, {})
     assert changed(g0, model.net_g) and not changed(t0, model.net_task)  # incl. BatchNorm running statistics
     assert all(p.grad is None or not p.grad.any() for p in model.net_task.parameters())
@@ -142,7 +142,7 @@ def test_phase1_updates_only_sr_and_phase2_only_task(tiny_data, tmp_path):
     model.task_step({})
     assert changed(t0, model.net_task) and not changed(g1, model.net_g)
     assert torch.equal(model.seg, seg)  # labels are shared by all views, never mixed
-    assert not changed(j0, model.judge)
+    assert not changed(j0, model.task_validator.judge)
 
 
 def test_full_step_logs_each_term_and_tdp_warmup(tiny_data, tmp_path):

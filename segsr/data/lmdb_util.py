@@ -138,16 +138,7 @@ def make_lmdb(folder: str,
     from basicsr.utils import get_root_logger
 
     lmdb_path = osp.abspath(lmdb_path.rstrip('/\\'))
-    if not lmdb_path.endswith('.lmdb'):
-        raise ValueError(f"LMDB path '{lmdb_path}' must end with '.lmdb'.")
-    if osp.exists(lmdb_path) and not overwrite:
-        raise FileExistsError(f"LMDB '{lmdb_path}' already exists; pass overwrite=True (--overwrite) to replace it.")
-    index = index_by_stem(folder, names)
-    stems = list(index.items())
-    if not stems:
-        raise ValueError(f"Folder '{folder}' holds no images.")
-    for stem, name in stems:
-        _check_key(stem, osp.join(folder, name))
+    stems = _entries_to_write(folder, lmdb_path, names, overwrite)
     if map_size is None:
         map_size = 4 * sum(osp.getsize(osp.join(folder, n)) for _, n in stems) + (64 << 20)
 
@@ -163,6 +154,21 @@ def make_lmdb(folder: str,
     get_root_logger().info(f"Wrote {len(stems)} {'label maps' if label else 'images'} from '{folder}' to "
                            f"'{lmdb_path}'.")
     return len(stems)
+
+
+def _entries_to_write(folder: str, lmdb_path: str, names: Optional[Sequence[str]],
+                      overwrite: bool) -> List[Tuple[str, str]]:
+    """``(stem, file name)`` of each image of ``folder`` to store in ``lmdb_path``, after checking paths and keys."""
+    if not lmdb_path.endswith('.lmdb'):
+        raise ValueError(f"LMDB path '{lmdb_path}' must end with '.lmdb'.")
+    if osp.exists(lmdb_path) and not overwrite:
+        raise FileExistsError(f"LMDB '{lmdb_path}' already exists; pass overwrite=True (--overwrite) to replace it.")
+    stems = list(index_by_stem(folder, names).items())
+    if not stems:
+        raise ValueError(f"Folder '{folder}' holds no images.")
+    for stem, name in stems:
+        _check_key(stem, osp.join(folder, name))
+    return stems
 
 
 def make_layout_lmdbs(root: str,

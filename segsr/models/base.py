@@ -8,7 +8,7 @@ and ``torch.optim.lr_scheduler`` scheduler, and load/freeze auxiliary networks i
 """
 import os
 from collections.abc import Mapping
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from basicsr.archs import build_network
@@ -19,19 +19,52 @@ from segsr.archs.task_net_util import extract_state_dict
 from segsr.utils import checkpoint
 from segsr.utils.options import build_optimizer, build_optimizer_from_opt, build_scheduler
 
+if TYPE_CHECKING:
+    from segsr.models.task_eval import Predictor
+    from segsr.models.validation import TaskValidator
+
 
 class SegsrModelMixin:
-    """Mixin for ``basicsr.models.base_model.BaseModel`` subclasses. Put it first in the bases."""
+    """BasicSR's ``BaseModel`` plumbing done right, for every segsr model (put it before the BasicSR base).
+
+    It holds no method-specific state: the parts a model is built from (:class:`~segsr.models.validation.TaskValidator`,
+    :class:`~segsr.models.task_feature.TDPTerm`, :class:`~segsr.models.gan_step.SemanticConditioner`, ...) are
+    attributes the model sets in its ``__init__``, None when off. Here: atomic saving, DDP on CPU, optimizers and
+    schedulers by option key, safe loading, the label map of a batch, and validation through the model's
+    ``task_validator`` (BasicSR's own validation when it has none).
+    """
 
     save_network = checkpoint.save_network  # atomic writes that raise on failure
     save_training_state = checkpoint.save_training_state
 
-    def save_task_network(self, current_iter: int) -> None:
-        """Save ``net_task`` with its ``network_task`` block inside, so the file says what it holds.
+    def __init__(self, opt: dict) -> None:
+        self.optimizer_keys: List[Optional[str]] = []  # train.optim_* key of each optimizer in self.optimizers
+        self.seg: Optional[Tensor] = None  # the batch's label map
+        self.task_validator: Optional['TaskValidator'] = None
+        super().__init__(opt)  # BasicSR builds the networks and, for training, calls init_training_settings
 
-        ``segsr-infer --seg net_task_latest.pth`` then needs no ``--seg-network`` (see :mod:`segsr.utils.checkpoint`).
-        """
-        self.save_network(self.net_task, 'net_task', current_iter, network=self.opt['network_task'])
+    def own_predictors(self) -> Dict[str, 'Predictor']:
+        """Segmentation predictors of the model itself, scored next to the judge (none here)."""
+        return {}
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:
+        """Validation by the model's :class:`~segsr.models.validation.TaskValidator`."""
+        if self.task_validator is None:
+            super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        else:
+            self.task_validator.validate(self, dataloader, current_iter, tb_logger, save_img)
+
+    def saved_networks(self) -> Dict[str, nn.Module]:
+        """Networks saved with each checkpoint besides BasicSR's (``net_task``, ``net_sem``): label -> network."""
+        return {}
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        """Save each of :meth:`saved_networks` with its option block inside (``network_task`` for ``net_task``, so
+        that ``segsr-infer --seg net_task_latest.pth`` needs no ``--seg-network``), then BasicSR's networks and
+        training state."""
+        for label, net in self.saved_networks().items():
+            self.save_network(net, label, current_iter, network=self.opt.get('network_' + label[len('net_'):]))
+        super().save(epoch, current_iter)
 
     def model_to_device(self, net: nn.Module) -> nn.Module:
         """Move ``net`` to ``self.device``; wrap in DDP (``device_ids`` only on CUDA) or DataParallel as configured."""
@@ -58,8 +91,6 @@ class SegsrModelMixin:
         params = [p for p in params if p.requires_grad]
         optimizer = build_optimizer_from_opt(train_opt[key], params, f'train.{key}')
         self.optimizers.append(optimizer)
-        if not hasattr(self, 'optimizer_keys'):
-            self.optimizer_keys: List[str] = []
         self.optimizer_keys.append(key)
         return optimizer
 
@@ -71,7 +102,7 @@ class SegsrModelMixin:
         """
         train_opt = self.opt['train']
         total_iter = int(train_opt.get('total_iter', 0))
-        keys = list(getattr(self, 'optimizer_keys', []))
+        keys = list(self.optimizer_keys)
         keys += [None] * (len(self.optimizers) - len(keys))  # built by BasicSR's own setup_optimizers
         self.schedulers = []
         for key, optimizer in zip(keys, self.optimizers):
@@ -101,7 +132,7 @@ class SegsrModelMixin:
 
     def require_labels(self) -> None:
         """Raise ``KeyError`` when a training batch came without ``seg`` (call at the start of a training step)."""
-        if getattr(self, 'seg', None) is None:
+        if self.seg is None:
             raise KeyError(f"{type(self).__name__}: the training batch has no 'seg'; 'datasets.train' must return "
                            'label maps (PairedImageSegDataset).')
 

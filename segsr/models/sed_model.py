@@ -20,20 +20,18 @@ switches either way.
 """
 from typing import Dict
 
-from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor
 
-from segsr.models.gan_step import GANStepMixin
+from segsr.models.gan_step import GANStepModel
 from segsr.models.realesr_util import DeviceAwareRealESRGANModel
-from segsr.models.task_eval import TaskValidationMixin
 
 DEFAULT_SEMANTIC_EXTRACTOR = {'type': 'CLIPSemanticExtractor', 'model_name': 'RN50', 'pretrained': 'openai',
                               'layer': 'layer3'}
 
 
 @MODEL_REGISTRY.register()
-class SeDModel(TaskValidationMixin, GANStepMixin, SRGANModel):
+class SeDModel(GANStepModel):
     """ESRGAN's training step with a semantic-aware discriminator (``SeDPatchDiscriminator`` / ``SeDUNetDiscriminator``).
 
     Options: those of BasicSR's ``ESRGANModel`` (``pixel_opt``, ``perceptual_opt``, ``gan_opt``, ``optim_g``,
@@ -58,7 +56,7 @@ class SeDModel(TaskValidationMixin, GANStepMixin, SRGANModel):
 
 
 @MODEL_REGISTRY.register()
-class SeDRealESRGANModel(SeDModel, DeviceAwareRealESRGANModel):
+class SeDRealESRGANModel(DeviceAwareRealESRGANModel, SeDModel):
     """Real-ESRGAN training (BasicSR's on-the-fly second-order degradations and training-pair pool) with SeD.
 
     Options: those of BasicSR's ``RealESRGANModel`` (degradation settings, ``queue_size``, ``l1_gt_usm``,
@@ -70,17 +68,10 @@ class SeDRealESRGANModel(SeDModel, DeviceAwareRealESRGANModel):
 
     default_relativistic = False
 
-    def loss_targets(self) -> Dict[str, Tensor]:
-        usm = getattr(self, 'gt_usm', None)
+    optimize_parameters = GANStepModel.optimize_parameters  # segsr's step, not RealESRGANModel's copy of ESRGAN's
 
+    def loss_targets(self) -> Dict[str, Tensor]:
         def pick(flag: str) -> Tensor:
-            return usm if usm is not None and self.opt.get(flag, True) else self.gt
+            return self.gt_usm if self.opt.get(flag, True) else self.gt
 
         return {'pix': pick('l1_gt_usm'), 'percep': pick('percep_gt_usm'), 'gan': pick('gan_gt_usm')}
-
-    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        self.is_train = False  # validation data are paired: no synthetic degradation
-        try:
-            super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
-        finally:
-            self.is_train = True

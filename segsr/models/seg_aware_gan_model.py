@@ -12,21 +12,20 @@ Built on BasicSR's ``SRGANModel`` (networks, EMA, pixel/perceptual/GAN losses, `
 ``net_d_init_iters``, saving) and segsr's shared GAN step (:mod:`segsr.models.gan_step`); only the task-specific
 terms are added here, through the step's hooks.
 """
-from typing import Dict
+from typing import Dict, Optional
 
-from basicsr.losses import build_loss
-from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils.registry import MODEL_REGISTRY
-from torch import Tensor
+from torch import Tensor, nn
 
 from segsr.models.base import check_num_classes, require_labelled_train_data, weights_included
-from segsr.models.gan_step import DOutput, GANStepMixin
-from segsr.models.task_eval import Predictor, TaskValidationMixin
-from segsr.models.task_feature import TDPMixin
+from segsr.models.gan_step import DOutput, GANStepModel
+from segsr.models.task_eval import Predictor
+from segsr.models.task_adversarial import TaskAdversarialTerm
+from segsr.models.task_feature import TDPTerm
 
 
 @MODEL_REGISTRY.register()
-class SegAwareGANModel(TDPMixin, TaskValidationMixin, GANStepMixin, SRGANModel):
+class SegAwareGANModel(GANStepModel):
     """SR GAN whose discriminator also segments (``network_d: {type: SegAwareDiscriminator, ...}``).
 
     Options (``train``) on top of BasicSR's SRGAN/ESRGAN ones (``pixel_opt``, ``perceptual_opt``, ``gan_opt``,
@@ -51,43 +50,44 @@ class SegAwareGANModel(TDPMixin, TaskValidationMixin, GANStepMixin, SRGANModel):
     discriminator task head's own mIoU on SR images, a diagnostic; with SeD, under the SR image's own semantics).
     """
 
-    OPTION_KEYS = {'': ('network_task', ), 'train': ('task_adv_opt', 'd_task_opt', 'task_warmup_iter')}
+    OPTION_KEYS = {'': ('network_task', )}
+    PARTS = (TaskAdversarialTerm, TDPTerm)
+
+    def __init__(self, opt: dict) -> None:
+        self.task_terms: Optional[TaskAdversarialTerm] = None  # built for training
+        self.net_task: Optional[nn.Module] = None  # the frozen task network of the TDP term
+        self.tdp: Optional[TDPTerm] = None
+        super().__init__(opt)
 
     def init_training_settings(self) -> None:
         require_labelled_train_data(self.opt, 'SegAwareGANModel')
         super().init_training_settings()
-        train_opt = self.opt['train']
         bare_d = self.get_bare_model(self.net_d)
-        if not hasattr(bare_d, 'seg_head'):
+        if not hasattr(bare_d, 'seg_head'):  # a capability of the network
             raise ValueError(f"Option 'network_d.type' = '{self.opt['network_d']['type']}' has no segmentation "
                              "head; SegAwareGANModel needs a discriminator such as SegAwareDiscriminator.")
         check_num_classes(self.opt, bare_d.num_classes, 'network_d.num_classes')
         self.init_gan_step()
-        if not train_opt.get('d_task_opt'):
-            raise ValueError("Option 'train.d_task_opt' (e.g. {type: DiscriminatorTaskLoss}) is required by "
-                             'SegAwareGANModel: it trains the discriminator\'s task head.')
-        self.cri_d_task = build_loss(train_opt['d_task_opt']).to(self.device)
-        task_adv = train_opt.get('task_adv_opt')
-        self.cri_task_adv = build_loss(task_adv).to(self.device) if task_adv else None
-        self.task_warmup_iter = int(train_opt.get('task_warmup_iter', 0))
-        self._init_task_network()
+        self.task_terms = TaskAdversarialTerm.from_opt(self.opt['train'], self.device)
+        self.net_task = self._build_task_network()
+        self.tdp = TDPTerm.from_opt(self.opt['train'], self.net_task, self.device)
 
-    def _init_task_network(self) -> None:
+    def _build_task_network(self) -> Optional[nn.Module]:
         """The frozen task network of the optional TDP loss (``network_task`` + ``train.tdp_opt``)."""
         net_opt = self.opt.get('network_task')
         if net_opt and not self.opt['train'].get('tdp_opt'):
             raise ValueError("Option 'network_task' is set but 'train.tdp_opt' is not: SegAwareGANModel uses a task "
                              'network only for the TDP loss.')
-        self.net_task = None
-        if net_opt:
-            load_path = self.opt['path'].get('pretrain_network_task')
-            if load_path is None and not weights_included(net_opt):
-                raise ValueError("Option 'path.pretrain_network_task' is required with 'train.tdp_opt': the TDP "
-                                 'loss needs a trained task network.')
-            self.net_task = self.build_frozen_network(net_opt, 'network_task', load_path,
-                                                      self.opt['path'].get('param_key_task', 'params'))
-            check_num_classes(self.opt, self.net_task.num_classes, 'network_task.num_classes')
-        self.init_tdp(self.net_task)
+        if not net_opt:
+            return None
+        load_path = self.opt['path'].get('pretrain_network_task')
+        if load_path is None and not weights_included(net_opt):
+            raise ValueError("Option 'path.pretrain_network_task' is required with 'train.tdp_opt': the TDP "
+                             'loss needs a trained task network.')
+        net = self.build_frozen_network(net_opt, 'network_task', load_path,
+                                        self.opt['path'].get('param_key_task', 'params'))
+        check_num_classes(self.opt, net.num_classes, 'network_task.num_classes')
+        return net
 
     def feed_data(self, data: Dict[str, Tensor]) -> None:
         super().feed_data(data)
@@ -98,38 +98,30 @@ class SegAwareGANModel(TDPMixin, TaskValidationMixin, GANStepMixin, SRGANModel):
         self.require_labels()
 
     def generator_needs_seg(self, current_iter: int) -> bool:
-        return self.cri_task_adv is not None and current_iter > self.task_warmup_iter
+        return self.task_terms.generator_active(current_iter)
 
     def extra_generator_loss(self, current_iter: int, loss_dict: Dict[str, Tensor], fake: DOutput) -> Tensor:
         """Task-adversarial term (after ``task_warmup_iter``) and the TDP loss (after ``tdp_warmup_iter``)."""
         l_total = self.output.new_zeros(())
         if self.generator_needs_seg(current_iter):
-            loss_dict['l_g_task'] = self.cri_task_adv(fake['seg'], self.seg)
-            l_total = l_total + loss_dict['l_g_task']
-        l_tdp = self.tdp_loss(current_iter, loss_dict)
+            l_total = l_total + self.task_terms.generator_loss(fake['seg'], self.seg, loss_dict)
+        l_tdp = self.tdp.loss(self.output, self.gt, current_iter, loss_dict) if self.tdp is not None else None
         return l_total + l_tdp if l_tdp is not None else l_total
 
     def extra_discriminator_loss(self, both: DOutput, loss_dict: Dict[str, Tensor]) -> Tensor:
         """Task loss of the discriminator's segmentation head on HR (and optionally SR) images."""
-        real_seg, fake_seg = both['seg'].chunk(2)
-        l_d_task, l_d_task_sr = self.cri_d_task(real_seg, self.seg, fake_seg)
-        loss_dict['l_d_task'] = l_d_task
-        if l_d_task_sr is None:
-            return l_d_task
-        loss_dict['l_d_task_sr'] = l_d_task_sr
-        return l_d_task + l_d_task_sr
+        return self.task_terms.discriminator_loss(both['seg'], self.seg, loss_dict)
 
-    def save(self, epoch: int, current_iter: int) -> None:
-        if getattr(self, 'net_task', None) is not None:
-            self.save_task_network(current_iter)
-        super().save(epoch, current_iter)
+    def saved_networks(self) -> Dict[str, nn.Module]:
+        nets = {'net_task': self.net_task} if self.net_task is not None else {}
+        nets.update(super().saved_networks())
+        return nets
 
     # ------------------------------------------------------------------------------------------- validation
-    def task_predictors(self) -> Dict[str, Predictor]:
-        predictors = super().task_predictors()
-        if hasattr(self, 'net_d'):  # built for training only
-            bare_d = self.get_bare_model(self.net_d)
-            sem = getattr(self, 'net_sem', None)
-            predictors['disc'] = (bare_d.segment if sem is None else
-                                  lambda img: bare_d.segment(img, semantic=sem(img)))
-        return predictors
+    def own_predictors(self) -> Dict[str, Predictor]:
+        """The discriminator's task head (``disc``; training runs only: testing builds no discriminator)."""
+        if not self.opt['is_train']:
+            return {}
+        bare_d = self.get_bare_model(self.net_d)
+        sem = self.net_sem
+        return {'disc': bare_d.segment if sem is None else lambda img: bare_d.segment(img, semantic=sem(img))}

@@ -9,14 +9,26 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from segsr.models.base import SegsrModelMixin
-from segsr.models.task_eval import TaskValidationMixin
+from segsr.models.validation import TaskValidator
 
 
 @MODEL_REGISTRY.register()
-class SegSRModel(TaskValidationMixin, SegsrModelMixin, SRModel):
+class SegSRModel(SegsrModelMixin, SRModel):
     """``SRModel`` (pixel/perceptual losses) whose validation also reports the judge's mIoU on SR outputs."""
 
+    PARTS = (TaskValidator, )
+
+    def __init__(self, opt: dict) -> None:
+        super().__init__(opt)
+        self.task_validator = TaskValidator(self.opt, self.device)
+
 
 @MODEL_REGISTRY.register()
-class SegESRGANModel(TaskValidationMixin, SegsrModelMixin, ESRGANModel):
+class SegESRGANModel(SegsrModelMixin, ESRGANModel):
     """``ESRGANModel`` whose validation also reports the judge's mIoU on SR outputs."""
+
+    PARTS = (TaskValidator, )
+
+    def __init__(self, opt: dict) -> None:
+        super().__init__(opt)
+        self.task_validator = TaskValidator(self.opt, self.device)

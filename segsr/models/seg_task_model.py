@@ -8,12 +8,12 @@ import torch.nn.functional as F
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models.base_model import BaseModel
-from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from segsr.metrics import ConfusionMatrix
 from segsr.models.base import SegsrModelMixin, check_num_classes
-from segsr.models.task_eval import class_names_of, log_per_class_iou, record_best_metrics, seg_logits, seg_picture
+from segsr.models.task_eval import seg_logits, seg_picture
+from segsr.models.validation import class_names_of, log_per_class_iou, log_validation, record_best_metrics
 from segsr.utils.visual import save_rgb
 
 TASK_INPUTS = ('hr', 'lq_bicubic')
@@ -45,6 +45,7 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
 
     def __init__(self, opt: dict) -> None:
         super().__init__(opt)
+        self.best_metric_results: Dict[str, Dict[str, dict]] = {}
         self.task_input = opt.get('task_input', 'hr')
         if self.task_input not in TASK_INPUTS:
             raise ValueError(f"Option 'task_input' = '{self.task_input}' is not one of {list(TASK_INPUTS)}.")
@@ -73,7 +74,8 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
         if not train_opt.get('seg_opt'):
             raise ValueError("Option 'train.seg_opt' (e.g. {type: SegCrossEntropyLoss}) is required by SegTaskModel.")
         self.cri_seg = build_loss(train_opt['seg_opt']).to(self.device)
-        self.aux_weight = float(train_opt.get('aux_weight', 0.4)) if getattr(self.bare_net, 'has_aux', False) else 0.0
+        has_aux = getattr(self.bare_net, 'has_aux', False)  # SegAwareDiscriminator: no aux head
+        self.aux_weight = float(train_opt.get('aux_weight', 0.4)) if has_aux else 0.0
         self.optimizer_task = self.build_optimizer('optim_task', self.net_task.parameters())
         self.setup_schedulers()
 
@@ -131,8 +133,9 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
                 self._save_prediction(val_data, current_iter, dataset_name, getattr(dataset, 'palette', None))
         res = matrix.compute()
         self.metric_results = {'miou': res.miou, 'pixacc': res.pixel_acc, 'macc': res.mean_acc}
-        record_best_metrics(self, dataset_name, self.metric_results, current_iter)
-        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+        record_best_metrics(self.best_metric_results, None, dataset_name, self.metric_results, current_iter)
+        log_validation(f'Validation {dataset_name} ({self.task_input} input)', dataset_name, self.metric_results,
+                       self.best_metric_results, current_iter, tb_logger)
         log_per_class_iou({'task_iou': res.iou}, dataset_name, class_names_of(dataset))
 
     def _save_prediction(self, val_data, current_iter, dataset_name, palette) -> None:
@@ -142,20 +145,13 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
                             self.num_classes, 'prediction', image_caption=f'{self.task_input} input')
         save_rgb(os.path.join(folder, f'{img_name}_{current_iter}_seg.png'), panel)
 
-    def _log_validation_metric_values(self, current_iter, dataset_name, tb_logger) -> None:
-        log_str = f'Validation {dataset_name} ({self.task_input} input)\n'
-        for metric, value in self.metric_results.items():
-            best = self.best_metric_results[dataset_name][metric]
-            log_str += f'\t # {metric}: {value:.4f}\tBest: {best["val"]:.4f} @ {best["iter"]} iter\n'
-        get_root_logger().info(log_str)
-        if tb_logger:
-            for metric, value in self.metric_results.items():
-                tb_logger.add_scalar(f'metrics/{dataset_name}/{metric}', value, current_iter)
-
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:
         return OrderedDict(input=self.task_image().detach().cpu(), pred=self.output.argmax(1).detach().cpu(),
                            seg=self.seg.detach().cpu())
 
+    def saved_networks(self) -> Dict[str, torch.nn.Module]:
+        return {'net_task': self.net_task}
+
     def save(self, epoch: int, current_iter: int) -> None:
-        self.save_task_network(current_iter)
+        super().save(epoch, current_iter)  # net_task
         self.save_training_state(epoch, current_iter)

@@ -25,7 +25,7 @@ from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
-from torch import Tensor
+from torch import Tensor, nn
 
 from segsr.data.cqmix import cross_quality_mix, grid_shape
 from segsr.data.task_views import VIEW_KEYS, TaskViews
@@ -33,15 +33,16 @@ from segsr.losses.tdp_loss import frozen_eval
 from segsr.models.base import (SegsrModelMixin, check_num_classes, freeze, require_labelled_train_data,
                                weights_included)
 from segsr.models.content import content_loss
-from segsr.models.task_eval import Predictor, TaskValidationMixin, network_predictor
-from segsr.models.task_feature import TDPMixin
+from segsr.models.task_eval import Predictor, network_predictor
+from segsr.models.task_feature import TDPTerm
+from segsr.models.validation import TaskValidator
 
 SR_LOSSES = ('pixel_opt', 'perceptual_opt', 'frequency_opt', 'tdp_opt', 'sr_ce_opt')
 TASK_VIEWS = ('sr', 'hr', 'cqmix')  # train.task_<view>_opt
 
 
 @MODEL_REGISTRY.register()
-class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
+class SR4IRModel(SegsrModelMixin, SRModel):
     """SR network (``network_g``) and segmentation network (``network_task``) trained alternately.
 
     Options on top of BasicSR's ``SRModel`` ones (``network_g``, ``path.pretrain_network_g``, ``train.ema_decay``):
@@ -80,12 +81,16 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
         'train.cqmix': ('grid', 'prob'),
         'train.sr_ce_views': VIEW_KEYS,
     }
+    PARTS = (TaskValidator, TDPTerm)
 
     # ----------------------------------------------------------------------------------------- construction
     def __init__(self, opt: dict) -> None:
+        self.net_task: Optional[nn.Module] = None
+        self.tdp: Optional[TDPTerm] = None
         super().__init__(opt)  # SRModel builds net_g and, for training, calls init_training_settings
-        if not hasattr(self, 'net_task') and self.opt['path'].get('pretrain_network_task'):
+        if self.net_task is None and self.opt['path'].get('pretrain_network_task'):
             self._build_task_network(trainable=False)  # testing: score the trained task network too
+        self.task_validator = TaskValidator(self.opt, self.device)
 
     def init_training_settings(self) -> None:
         train_opt = self.opt['train']
@@ -96,7 +101,7 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
         require_labelled_train_data(self.opt, 'SR4IRModel')
         self._build_task_network(trainable=self.update_task)
         self._build_losses(train_opt)
-        self.init_tdp(self.net_task)
+        self.tdp = TDPTerm.from_opt(train_opt, self.get_bare_model(self.net_task), self.device)
         if self.update_sr:
             self.init_ema()
             self.net_g.train()
@@ -111,15 +116,16 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
         if not (self.update_sr or self.update_task):
             raise ValueError("SR4IRModel: 'train.update_sr' and 'train.update_task' are both false: nothing trains.")
         task_keys = tuple(f'task_{v}_opt' for v in TASK_VIEWS)
-        for flag, keys, phase in (('update_sr', SR_LOSSES, 'SR'), ('update_task', task_keys, 'task')):
+        for flag, on, keys, phase in (('update_sr', self.update_sr, SR_LOSSES, 'SR'),
+                                      ('update_task', self.update_task, task_keys, 'task')):
             names = [f'train.{k}' for k in keys]
             present = [f'train.{k}' for k in keys if train_opt.get(k)]
             sr_fed_by_task = flag == 'update_sr' and not self.alternate and (train_opt.get('task_sr_opt') or
                                                                            train_opt.get('task_cqmix_opt'))
-            if getattr(self, flag) and not present and not sr_fed_by_task:
+            if on and not present and not sr_fed_by_task:
                 raise ValueError(f"SR4IRModel: 'train.{flag}' is true but no {phase}-phase loss is set; set one of "
                                  f'{names}.')
-            if not getattr(self, flag) and present:
+            if not on and present:
                 raise ValueError(f"SR4IRModel: 'train.{flag}' is false, so {present} would be ignored; remove them "
                                  'or set the flag to true.')
         if not self.alternate and not (self.update_sr and self.update_task):
@@ -227,7 +233,7 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
         if self.cri_pix or self.cri_perceptual or self.cri_freq:
             terms.append(content_loss(self.output, {'pix': self.gt, 'percep': self.gt}, loss_dict, self.cri_pix,
                                       self.cri_perceptual, self.cri_freq))
-        l_tdp = self.tdp_loss(current_iter, loss_dict)
+        l_tdp = self.tdp.loss(self.output, self.gt, current_iter, loss_dict) if self.tdp is not None else None
         if l_tdp is not None:
             terms.append(l_tdp)
         if self.cri_sr_ce:
@@ -269,16 +275,15 @@ class SR4IRModel(TDPMixin, TaskValidationMixin, SegsrModelMixin, SRModel):
         return loss
 
     # ------------------------------------------------------------------------------------ validation, saving
-    def task_predictors(self) -> Dict[str, Predictor]:
-        predictors = super().task_predictors()
-        if hasattr(self, 'net_task'):
-            predictors['task'] = network_predictor(self.get_bare_model(self.net_task))
-        return predictors
+    def own_predictors(self) -> Dict[str, Predictor]:
+        """This model's task network (``task``) when it has one."""
+        if self.net_task is None:
+            return {}
+        return {'task': network_predictor(self.get_bare_model(self.net_task))}
 
-    def save(self, epoch: int, current_iter: int) -> None:
-        """Save ``net_task`` and then ``net_g`` (+ EMA) and the training state (both optimizers and schedulers)."""
-        self.save_task_network(current_iter)
-        super().save(epoch, current_iter)
+    def saved_networks(self) -> Dict[str, nn.Module]:
+        """``net_task`` (saved before ``net_g``, its EMA and the training state with both optimizers)."""
+        return {'net_task': self.net_task}
 
     def test(self) -> None:
         was_training = self.net_g.training  # a frozen SR network stays in eval mode

@@ -1,4 +1,4 @@
-"""Task-aware validation shared by every SR model and by the evaluation command.
+"""Scoring SR outputs for a segmentation task: shared by the models' validation and by the evaluation command.
 
 One mechanism scores SR outputs: PSNR/SSIM (and any other BasicSR metric) through BasicSR's own
 ``calculate_metric``, plus mIoU / pixel accuracy of one or more segmentation *predictors* run on the SR image
@@ -12,9 +12,8 @@ Option block (``val.judge``)::
       path: experiments/judge/models/net_task_latest.pth
       param_key: params                           # default: params
 """
-import os
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -23,8 +22,8 @@ from basicsr.utils import get_root_logger, tensor2img
 from torch import Tensor, nn
 
 from segsr.metrics import ConfusionMatrix
-from segsr.models.base import check_num_classes, freeze, load_checkpoint, weights_included
-from segsr.utils.visual import colorize, make_panel, save_rgb, tensor_to_rgb
+from segsr.models.base import freeze, load_checkpoint, weights_included
+from segsr.utils.visual import colorize, make_panel, tensor_to_rgb
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 _NEEDS_REFERENCE = ('calculate_psnr', 'calculate_ssim', 'calculate_psnr_pt', 'calculate_ssim_pt')
@@ -154,105 +153,3 @@ def seg_picture(sr: torch.Tensor, pred: np.ndarray, seg: Optional[torch.Tensor],
         images.append(colorize(seg.reshape(seg.shape[-2:]).cpu().numpy(), palette, num_classes))
         captions.append('ground truth')
     return make_panel(images, captions)
-
-
-class TaskValidationMixin:
-    """Task-aware ``nondist_validation`` for SR models (``SRModel`` subclasses).
-
-    Logs the ``val.metrics`` (PSNR/SSIM...) next to ``judge_miou`` / ``judge_pixacc`` when ``val.judge`` is set, plus
-    any predictors a model adds through :meth:`task_predictors`. With ``save_img``, saves the SR image as BasicSR
-    does and, with a judge, a ``*_seg.png`` panel SR | judge prediction | ground truth.
-    """
-
-    OPTION_KEYS = {'val': ('judge', 'metrics', 'suffix'), 'val.judge': ('network', 'path', 'param_key')}
-
-    def __init__(self, opt: dict) -> None:
-        super().__init__(opt)
-        self.init_task_validation()
-
-    def init_task_validation(self) -> None:
-        """Build the judge at model build time so a bad ``val.judge`` fails before training starts."""
-        val_opt = self.opt.get('val') or {}
-        self.judge = None
-        judge_opt = val_opt.get('judge')
-        if judge_opt:
-            declared = (judge_opt.get('network') or {}).get('num_classes') if isinstance(judge_opt, dict) else None
-            if declared is not None:  # before loading: a clearer message than a state-dict size mismatch
-                check_num_classes(self.opt, declared, 'val.judge.network.num_classes')
-            self.judge = build_judge(judge_opt, self.device)
-            check_num_classes(self.opt, self.judge.num_classes, 'val.judge.network.num_classes')
-
-    def task_predictors(self) -> Dict[str, Predictor]:
-        """Segmentation predictors run on SR outputs during validation (override to add more)."""
-        return {'judge': network_predictor(self.judge)} if getattr(self, 'judge', None) is not None else {}
-
-    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        dataset = dataloader.dataset
-        dataset_name = dataset.opt['name']
-        predictors = self.task_predictors()
-        num_classes = dataset.opt.get('num_classes')
-        scorer = TaskScorer(self.opt['val'].get('metrics'), predictors, num_classes,
-                            dataset.opt.get('ignore_index', 255))
-        palette = getattr(dataset, 'palette', None)
-        for val_data in dataloader:
-            img_name = os.path.splitext(os.path.basename(val_data['lq_path'][0]))[0]
-            self.feed_data(val_data)
-            self.test()
-            seg = val_data.get('seg')
-            record = scorer.add(self.output, getattr(self, 'gt', None), seg)
-            if save_img:
-                self._save_task_images(img_name, current_iter, dataset_name, record, seg, palette, num_classes)
-            for attr in ('lq', 'gt', 'output'):
-                if hasattr(self, attr):
-                    delattr(self, attr)
-        self._finish_task_validation(scorer.summary(), current_iter, dataset_name, tb_logger, class_names_of(dataset))
-
-    def _save_task_images(self, img_name, current_iter, dataset_name, record, seg, palette, num_classes) -> None:
-        if self.opt['is_train']:
-            base = os.path.join(self.opt['path']['visualization'], img_name, f'{img_name}_{current_iter}')
-        else:
-            suffix = self.opt['val'].get('suffix') or self.opt['name']
-            base = os.path.join(self.opt['path']['visualization'], dataset_name, f'{img_name}_{suffix}')
-        save_rgb(base + '.png', tensor_to_rgb(self.output))
-        for name in self.task_predictors():
-            panel = seg_picture(self.output, record[f'{name}_pred'], seg, palette, num_classes, name)
-            save_rgb(f'{base}_{name}_seg.png', panel)
-
-    def _finish_task_validation(self, summary: Dict[str, object], current_iter, dataset_name, tb_logger,
-                                class_names: Optional[Sequence[str]] = None) -> None:
-        scalars = {k: float(v) for k, v in summary.items() if not isinstance(v, list)}
-        self.metric_results = scalars
-        record_best_metrics(self, dataset_name, scalars, current_iter)
-        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
-        log_per_class_iou(summary, dataset_name, class_names)
-
-
-def record_best_metrics(model, dataset_name: str, scalars: Dict[str, float], current_iter) -> None:
-    """BasicSR-style best-metric bookkeeping for any set of scalars (``val.metrics.<name>.better`` respected)."""
-    metrics_opt = model.opt['val'].get('metrics') or {}
-    if not hasattr(model, 'best_metric_results'):
-        model.best_metric_results = {}
-    record = model.best_metric_results.setdefault(dataset_name, {})
-    for name, value in scalars.items():
-        better = (metrics_opt.get(name) or {}).get('better', 'higher')
-        entry = record.setdefault(name, dict(better=better, val=float('-inf') if better == 'higher' else float('inf'),
-                                             iter=-1))
-        improved = value >= entry['val'] if better == 'higher' else value <= entry['val']
-        if improved:
-            entry['val'], entry['iter'] = value, current_iter
-
-
-def log_per_class_iou(summary: Dict[str, object], dataset_name: str,
-                      class_names: Optional[Sequence[str]] = None) -> None:
-    """Log each predictor's per-class IoU on one line."""
-    logger = get_root_logger()
-    for key, values in summary.items():
-        if key.endswith('_iou') and isinstance(values, list):
-            names = class_names or [str(i) for i in range(len(values))]
-            parts = ', '.join(f'{n}: {v:.1f}' if not np.isnan(v) else f'{n}: n/a' for n, v in zip(names, values))
-            logger.info(f'Per-class IoU ({key[:-4]}) on {dataset_name}: {parts}')
-
-
-def class_names_of(dataset) -> Optional[List[str]]:
-    """Class names a dataset declares (``dataset.class_names``), if any."""
-    return getattr(dataset, 'class_names', None)

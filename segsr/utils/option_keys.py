@@ -78,9 +78,16 @@ def pipeline_keys() -> Dict[str, FrozenSet[str]]:
 
 
 def declared_keys(cls: type) -> Dict[str, Tuple[str, ...]]:
-    """``OPTION_KEYS`` declared by ``cls`` itself (not inherited), as ``{block: keys}``."""
+    """``OPTION_KEYS`` declared by ``cls`` itself (not inherited) and by the parts it lists in ``PARTS`` (a model's
+    validator, TDP term, ...), as ``{block: keys}``."""
     declared = vars(cls).get('OPTION_KEYS') or {}
-    return {'dataset': tuple(declared)} if isinstance(declared, (tuple, list)) else dict(declared)
+    if isinstance(declared, (tuple, list)):
+        return {'dataset': tuple(declared)}
+    keys: Dict[str, Tuple[str, ...]] = {}
+    for part_keys in [declared] + [vars(part).get('OPTION_KEYS') or {} for part in vars(cls).get('PARTS', ())]:
+        for block, names in part_keys.items():
+            keys[block] = keys.get(block, ()) + tuple(names)
+    return keys
 
 
 @functools.lru_cache(maxsize=None)
