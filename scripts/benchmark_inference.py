@@ -44,7 +44,7 @@ def build_model(name: str, device: str):
     import torch
     from basicsr.archs import build_network
 
-    from segsr.models.base import freeze
+    from segsr.weights import freeze
     from segsr.utils.model_io import LoadedNetwork, load_generator
 
     if name not in MODELS:

@@ -51,10 +51,10 @@ from basicsr.utils.matlab_functions import imresize  # noqa: E402
 
 from segsr.evaluate import build_method, check_methods, run_cli  # noqa: E402
 from segsr.report import finite_or_none, fmt_value, markdown_lines, psnr_ssim_metrics, write_json  # noqa: E402
-from segsr.utils.checkpoint import read_checkpoint  # noqa: E402
 from segsr.utils.misc import sync_device  # noqa: E402
 from segsr.utils.image_io import read_image, split_image  # noqa: E402
 from segsr.utils.visual import make_grid, make_panel, save_rgb, tensor_to_rgb  # noqa: E402
+from segsr.weights import freeze, load_into, read_weights  # noqa: E402
 
 DEFAULT_SETS = ('Set5', 'Set14', 'BSD100')
 IMAGE_EXTS = ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -171,16 +171,13 @@ def freeze_lpips(model: torch.nn.Module, backbone: str, net: str) -> torch.nn.Mo
 
     tv_net = {'alex': torchvision.models.alexnet, 'vgg': torchvision.models.vgg16,
               'squeeze': torchvision.models.squeezenet1_1}[net](weights=None)
-    tv_net.load_state_dict(read_checkpoint(backbone, 'lpips.backbone_path'))
+    load_into(tv_net, read_weights(backbone, 'lpips.backbone_path'), backbone, 'lpips.backbone_path')
     # lpips splits torchvision's ``features`` into slices whose children keep the feature indices as names
     for name, module in model.net.named_modules():
         parts = name.split('.')
         if len(parts) == 2 and parts[0].startswith('slice'):
             module.load_state_dict(tv_net.features[int(parts[1])].state_dict())
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return freeze(model)
 
 
 def image_metrics(sr: torch.Tensor, gt: torch.Tensor, metrics: dict, label: str) -> Dict[str, float]:
