@@ -6,12 +6,12 @@
 (a) a segsr/BasicSR **options file** (``.yml`` / ``.yaml``): ``network_g`` is built with BasicSR's registry and
     ``path.pretrain_network_g`` loaded (``param_key_g``, default ``params``; ``strict_load_g``);
 (b) a **checkpoint** (``.pth``, ``.pt``, ``.ckpt``, ``.bin``, ...): read by :func:`segsr.weights.read_weights` with
-    ``torch.load(..., weights_only=True)`` (tensors and plain containers only: no code from the file runs). With a network block (``network=``, or a
-    ``'network'`` entry saved in the file) that block is built and the state dict loaded (``param_key``, else
-    ``params_ema``, ``params``, ``state_dict``, ``model``, else the file itself). Without one, the architecture is
-    detected from the state dict's keys and shapes by `spandrel <https://github.com/chaiNNer-org/spandrel>`_
-    (ESRGAN/RRDB, Real-ESRGAN Compact, SwinIR, HAT, OmniSR, SPAN, DAT, ...; our ``net_g_*.pth`` files are unwrapped
-    first, ``params_ema`` preferred);
+    ``torch.load(..., weights_only=True)`` (tensors and plain containers only: no code from the file runs). With a
+    network block (``network=``, or a ``'network'`` entry saved in the file) that block is built and the state dict
+    loaded (``param_key``, else ``params_ema``, ``params``, ``state_dict``, ``model``, else the file itself). Without
+    one, the architecture is detected from the state dict's keys and shapes by
+    `spandrel <https://github.com/chaiNNer-org/spandrel>`_ (ESRGAN/RRDB, Real-ESRGAN Compact, SwinIR, HAT, OmniSR,
+    SPAN, DAT, ...; our ``net_g_*.pth`` files are unwrapped first, ``params_ema`` preferred);
 (c) a **.safetensors** file, read with ``safetensors.torch.load_file`` and then as (b).
 
 Segmentation networks (``segsr-infer --seg``) load with :func:`load_segmenter`: a block given by the caller, or the
