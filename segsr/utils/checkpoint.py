@@ -101,8 +101,7 @@ def training_state(model, epoch: int, current_iter: int) -> dict:
 
     BasicSR's ``epoch``, ``iter``, ``optimizers`` and ``schedulers``; Real-ESRGAN's training-pair pool
     (``pool``: its ``TrainingPairPool.state_dict()``) when the model has a filled one; and what the training loop adds
-    through
-    ``model.loop_state()`` when it set that callable (position in the epoch, random generators, options; see
+    through ``model.loop_state()`` when it set that callable (position in the epoch, random generators, options; see
     :mod:`segsr.train`).
     """
     state = {
