@@ -44,7 +44,7 @@ def build_model(name: str, device: str):
     import torch
     from basicsr.archs import build_network
 
-    from segsr.models.base import freeze
+    from segsr.weights import freeze
     from segsr.utils.model_io import LoadedNetwork, load_generator
 
     if name not in MODELS:
@@ -128,15 +128,16 @@ def run_in_subprocess(model: str, device: str, size: int, tile: int, tile_pad: i
 
 
 def table(rows: List[dict]) -> str:
+    from segsr.report import markdown_lines
+
     mib = 1024 ** 2
-    lines = ['| model | device | LR input | tile | s | output MP/s | peak RSS growth | output | growth - output |'
-             ' peak CUDA |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
-    for r in rows:
-        cuda = f"{r['cuda_peak'] / mib:.0f} MiB" if 'cuda_peak' in r else '—'
-        lines.append(f"| {r['model']} | {r['device']} | {r['size']}x{r['size']} | {r['tile'] or 'none'} | "
-                     f"{r['seconds']:.1f} | {r['mp_per_s']:.3f} | {r['rss_growth'] / mib:.0f} MiB | "
-                     f"{r['out_bytes'] / mib:.0f} MiB | {(r['rss_growth'] - r['out_bytes']) / mib:.0f} MiB | {cuda} |")
-    return '\n'.join(lines)
+    header = ['model', 'device', 'LR input', 'tile', 's', 'output MP/s', 'peak RSS growth', 'output',
+              'growth - output', 'peak CUDA']
+    cells = [[r['model'], r['device'], f"{r['size']}x{r['size']}", str(r['tile'] or 'none'), f"{r['seconds']:.1f}",
+              f"{r['mp_per_s']:.3f}", f"{r['rss_growth'] / mib:.0f} MiB", f"{r['out_bytes'] / mib:.0f} MiB",
+              f"{(r['rss_growth'] - r['out_bytes']) / mib:.0f} MiB",
+              f"{r['cuda_peak'] / mib:.0f} MiB" if 'cuda_peak' in r else 'n/a'] for r in rows]
+    return '\n'.join(markdown_lines(header, cells, numeric=True))
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -73,7 +73,7 @@ from segsr.evaluate import build_method, evaluate_method, grid_indices, picture_
 from segsr.metrics.bootstrap import paired_block_bootstrap
 from segsr.report import (BOOTSTRAP_DEFAULTS, finite_or_none, fmt_value, markdown_lines, psnr_ssim_metrics,
                           write_json, write_text)
-from segsr.models.base import freeze, load_checkpoint, weights_included
+from segsr.weights import freeze, load_checkpoint, weights_included
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor
 from segsr.step_bench import measure_in_subprocess
 from segsr.utils.misc import module_command

@@ -48,7 +48,7 @@ from segsr.compat import apply_basicsr_fixes  # noqa: E402
 from segsr.metrics.bootstrap import paired_block_bootstrap  # noqa: E402
 from segsr.models.seg_task_model import upsample_bicubic  # noqa: E402
 from segsr.report import (BOOTSTRAP_DEFAULTS, finite_or_none, fmt_interval, fmt_value, markdown_lines,  # noqa: E402
-                          psnr_ssim_metrics, write_json)  # noqa: E402
+                          psnr_ssim_metrics, write_json, write_text)  # noqa: E402
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor  # noqa: E402
 from segsr.utils.misc import sync_device  # noqa: E402
 from segsr.utils.model_io import load_generator  # noqa: E402
@@ -226,8 +226,8 @@ def run_evaluation(cfg: dict, output_dir: Optional[str] = None) -> dict:
         for name, res in results.items():
             res['summary']['judge_miou_vs_reference'] = intervals[name]
     table = markdown_table(results, list(metrics), reference)
-    with open(os.path.join(output_dir, 'results.md'), 'w') as f:
-        f.write(f"# {cfg['name']}: x{cfg['scale']} on {dataset_opt['name']} ({len(dataset)} images)\n\n{table}")
+    write_text(os.path.join(output_dir, 'results.md'),
+               f"# {cfg['name']}: x{cfg['scale']} on {dataset_opt['name']} ({len(dataset)} images)\n\n{table}")
     payload = {name: finite_or_none(res['summary']) for name, res in results.items()}
     write_json(os.path.join(output_dir, 'results.json'), dict(
         name=cfg['name'], scale=cfg['scale'], dataset=dataset_opt['name'], num_images=len(dataset), reference=reference,

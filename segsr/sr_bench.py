@@ -50,11 +50,12 @@ from basicsr.utils import get_root_logger, get_time_str, tensor2img  # noqa: E40
 from basicsr.utils.matlab_functions import imresize  # noqa: E402
 
 from segsr.evaluate import build_method, check_methods, run_cli  # noqa: E402
-from segsr.report import finite_or_none, fmt_value, markdown_lines, psnr_ssim_metrics, write_json  # noqa: E402
-from segsr.utils.checkpoint import read_checkpoint  # noqa: E402
+from segsr.report import (finite_or_none, fmt_value, markdown_lines, psnr_ssim_metrics, write_json,  # noqa: E402
+                          write_text)
 from segsr.utils.misc import sync_device  # noqa: E402
 from segsr.utils.image_io import read_image, split_image  # noqa: E402
 from segsr.utils.visual import make_grid, make_panel, save_rgb, tensor_to_rgb  # noqa: E402
+from segsr.weights import freeze, load_into, read_weights  # noqa: E402
 
 DEFAULT_SETS = ('Set5', 'Set14', 'BSD100')
 IMAGE_EXTS = ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff')
@@ -171,16 +172,13 @@ def freeze_lpips(model: torch.nn.Module, backbone: str, net: str) -> torch.nn.Mo
 
     tv_net = {'alex': torchvision.models.alexnet, 'vgg': torchvision.models.vgg16,
               'squeeze': torchvision.models.squeezenet1_1}[net](weights=None)
-    tv_net.load_state_dict(read_checkpoint(backbone, 'lpips.backbone_path'))
+    load_into(tv_net, read_weights(backbone, 'lpips.backbone_path'), backbone, 'lpips.backbone_path')
     # lpips splits torchvision's ``features`` into slices whose children keep the feature indices as names
     for name, module in model.net.named_modules():
         parts = name.split('.')
         if len(parts) == 2 and parts[0].startswith('slice'):
             module.load_state_dict(tv_net.features[int(parts[1])].state_dict())
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return freeze(model)
 
 
 def image_metrics(sr: torch.Tensor, gt: torch.Tensor, metrics: dict, label: str) -> Dict[str, float]:
@@ -296,8 +294,8 @@ def run_sr_bench(cfg: dict, output_dir: Optional[str] = None) -> dict:
                         ', '.join(f'{k} {v:.4f}' for k, v in summary.items() if v is not None and np.isfinite(v)))
     table = markdown_table(results, list(metrics), lpips_scorer.model is not None)
     note = '' if lpips_scorer.model is not None else f'\nLPIPS skipped: {lpips_scorer.reason}.\n'
-    with open(os.path.join(output_dir, 'results.md'), 'w') as f:
-        f.write(f"# {cfg['name']}: x{scale} on {', '.join(sets)}\n\n{table}{note}")
+    write_text(os.path.join(output_dir, 'results.md'),
+               f"# {cfg['name']}: x{scale} on {', '.join(sets)}\n\n{table}{note}")
     payload = {m: {s: finite_or_none(v) for s, v in per_set.items()} for m, per_set in results.items()}
     write_json(os.path.join(output_dir, 'results.json'), dict(
         name=cfg['name'], scale=scale, sets={s: len(v) for s, v in sets.items()}, device=str(device),

@@ -82,7 +82,7 @@ def test_crafted_pickle_is_refused_without_running(tmp_path):
 def test_task_checkpoint_records_its_network_and_loaders_ignore_it(tmp_path):
     from basicsr.models.base_model import BaseModel
 
-    from segsr.models.base import load_checkpoint
+    from segsr.weights import load_checkpoint
 
     torch.manual_seed(0)
     net = build_network(dict(TINY_UNET)).eval()

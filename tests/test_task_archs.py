@@ -9,10 +9,10 @@ from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 from torchvision.models import mobilenet_v3_large, resnet50
 
-from segsr.archs import task_net_util
 from segsr.archs.seg_unet_arch import SegUNet
-from segsr.archs.task_net_util import IMAGENET_MEAN, IMAGENET_STD, SegTaskNet, extract_state_dict
+from segsr.archs.task_net_util import IMAGENET_MEAN, IMAGENET_STD, SegTaskNet
 from segsr.archs.torchvision_seg_arch import TorchvisionSegNet
+from segsr.weights import extract_state_dict, load_hub_state_dict
 
 TV_ARCHS = ('deeplabv3_resnet50', 'deeplabv3_mobilenet_v3_large', 'lraspp_mobilenet_v3_large', 'fcn_resnet50')
 LIGHT_ARCHS = ('deeplabv3_mobilenet_v3_large', 'lraspp_mobilenet_v3_large')
@@ -221,7 +221,7 @@ def test_bad_files_name_the_file(tmp_path):
 
     corrupt = tmp_path / 'corrupt.pth'
     corrupt.write_bytes(b'not a checkpoint')
-    with pytest.raises(RuntimeError, match='corrupt.pth'):
+    with pytest.raises(ValueError, match='corrupt.pth'):  # one error type for bad files (segsr.weights)
         SegUNet(num_classes=4, pretrained=str(corrupt))
 
     wrong = str(tmp_path / 'wrong_keys.pth')
@@ -274,7 +274,7 @@ def test_hub_download_failure_is_explained():
     from torchvision.models import MobileNet_V3_Large_Weights
 
     with pytest.raises(RuntimeError, match='local path'):
-        task_net_util.load_hub_state_dict(MobileNet_V3_Large_Weights.IMAGENET1K_V1)
+        load_hub_state_dict(MobileNet_V3_Large_Weights.IMAGENET1K_V1)
 
 
 def test_pretrained_backbone_from_torchvision_files(tmp_path):

@@ -78,7 +78,7 @@ def test_seg_task_model_warm_starts_a_task_branch_discriminator(tiny_data, tmp_p
     """SegTaskModel trains a SegAwareDiscriminator's segmentation head on HR (the task-branch warm start); the saved
     net_task is a strict ``pretrain_network_d`` for the same discriminator. A SeD-conditioned one is refused."""
     from segsr.archs.seg_aware_discriminator_arch import SegAwareDiscriminator
-    from segsr.models.base import load_checkpoint
+    from segsr.weights import load_checkpoint
     from segsr.models.seg_task_model import SegTaskModel
 
     d_opt = {'type': 'SegAwareDiscriminator', 'num_classes': NUM_CLASSES, 'num_feat': 8, 'seg_hidden': 8}

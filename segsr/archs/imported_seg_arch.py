@@ -30,8 +30,8 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 
-from segsr.archs.task_net_util import (IMAGENET_MEAN, IMAGENET_STD, SegTaskNet, load_state_dict_checked,
-                                       read_weights_file)
+from segsr.archs.task_net_util import IMAGENET_MEAN, IMAGENET_STD, SegTaskNet
+from segsr.weights import load_into, read_program, read_state_dict
 
 KINDS = ('torchscript', 'export', 'factory')
 _PREFIX = 'model.'
@@ -150,22 +150,14 @@ class ImportedSegNet(SegTaskNet):
             if kwargs or pretrained:
                 raise ValueError(f"ImportedSegNet: kwargs and pretrained are for factory models; '{self.source}' "
                                  'holds its own weights.')
-            if not os.path.isfile(self.source):
-                raise FileNotFoundError(f"ImportedSegNet: path '{self.source}' does not exist.")
-            try:
-                if self.kind == 'torchscript':
-                    return torch.jit.load(self.source, map_location='cpu')
-                return torch.export.load(self.source).module()
-            except Exception as err:  # torch raises many types for a file of another kind or a damaged one
-                raise ValueError(f"ImportedSegNet: cannot load '{self.source}' as a {self.kind} file "
-                                 f"(kind: torchscript for torch.jit.save files, export for .pt2): {err}") from err
+            return read_program(self.source, 'ImportedSegNet.path', self.kind)
         model = import_factory(self.source)(**dict(kwargs or {}))
         if not isinstance(model, nn.Module):
             raise ValueError(f"ImportedSegNet: factory '{self.source}' returned a {type(model).__name__}, not a "
                              'torch.nn.Module.')
         if pretrained is not None:
-            state = read_weights_file(pretrained, param_key)
-            load_state_dict_checked(model, state, os.path.expanduser(str(pretrained)))
+            state = read_state_dict(pretrained, self.pretrained_option, param_key)
+            load_into(model, state, os.path.expanduser(str(pretrained)), self.pretrained_option)
             get_root_logger().info(f"ImportedSegNet: loaded weights from '{pretrained}' into '{self.source}'.")
         return model
 

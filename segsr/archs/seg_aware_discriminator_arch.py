@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from segsr.archs.discriminator_parts import DEFAULT_RF_HEAD, TRUNKS, RealFakeHead, SegHead, Trunk, build_trunk
 from segsr.archs.semantic_fusion import SemanticFusionBlock, make_fusion_spec
+from segsr.weights import frozen_eval
 
 
 
@@ -100,11 +101,8 @@ class SegAwareDiscriminator(nn.Module):
     @torch.no_grad()
     def segment(self, x: Tensor, semantic: Optional[Tensor] = None) -> Tensor:
         """Segmentation logits of the task head (for validation), in eval mode, restoring the previous mode."""
-        was_training = self.training
-        self.eval()
-        logits = self.forward(x, semantic, return_seg=True)['seg']
-        self.train(was_training)
-        return logits
+        with frozen_eval(self):
+            return self.forward(x, semantic, return_seg=True)['seg']
 
 
 class _SemanticDiscriminator(nn.Module):

@@ -23,14 +23,13 @@ Extractors:
 import os
 from typing import Any, Dict, Optional, Tuple
 
-import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor
 
 from segsr.archs.semantic_extractor import SemanticExtractor
-from segsr.archs.task_net_util import (IMAGENET_MEAN, IMAGENET_STD, SegTaskNet, extract_state_dict,
-                                       load_hub_state_dict, load_state_dict_checked, read_weights_file)
+from segsr.archs.task_net_util import IMAGENET_MEAN, IMAGENET_STD, SegTaskNet
+from segsr.weights import load_hub_state_dict, load_into, read_state_dict
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -42,19 +41,6 @@ def _check_layer(layer: str, owner: str) -> int:
     if layer not in _LAYERS:
         raise ValueError(f"{owner}: layer '{layer}' is not supported; use one of {list(_LAYERS)}.")
     return _LAYERS.index(layer) + 1
-
-
-def _read_any_weights(path: str) -> Dict[str, Tensor]:
-    """State dict of a local file: a (nested) state dict, or a TorchScript archive such as OpenAI's CLIP files."""
-    path = os.path.expanduser(str(path))
-    try:
-        return read_weights_file(path)
-    except RuntimeError as err:  # not a pickled state dict: try TorchScript
-        try:
-            scripted = torch.jit.load(path, map_location='cpu')
-        except Exception:  # neither format; report the first error
-            raise err from None
-        return extract_state_dict(scripted.state_dict(), source=path)
 
 
 @ARCH_REGISTRY.register()
@@ -104,14 +90,16 @@ class CLIPSemanticExtractor(SemanticExtractor):
     def load_weights(self, source: str) -> None:
         """Load CLIP image-tower weights from an open_clip pretrained tag or a local file (see class doc)."""
         if os.path.isfile(os.path.expanduser(str(source))):
-            state, origin = _read_any_weights(source), os.path.expanduser(str(source))
+            # a (nested) state dict, or a TorchScript archive such as OpenAI's CLIP files
+            state = read_state_dict(source, 'CLIPSemanticExtractor.pretrained', torchscript=True)
+            origin = os.path.expanduser(str(source))
         else:
             state, origin = _download_clip_visual(self.model_name, source), f'open_clip:{self.model_name}/{source}'
         if not any(k.startswith('visual.') for k in state):  # image tower alone
             state = {'visual.' + k: v for k, v in state.items()}
         drop = tuple(f'visual.{name}.' for name in self.dropped)
         state = {k: v for k, v in state.items() if k.startswith('visual.') and not k.startswith(drop)}
-        load_state_dict_checked(self, state, origin)
+        load_into(self, state, origin, 'CLIPSemanticExtractor.pretrained')
         get_root_logger().info(f"CLIPSemanticExtractor({self.model_name}): loaded weights from '{origin}'.")
 
 
@@ -182,12 +170,13 @@ class ResNetSemanticExtractor(SemanticExtractor):
             weights = torchvision.models.get_model_weights(self.arch).DEFAULT
             state, origin = load_hub_state_dict(weights), weights.url
         else:
-            state, origin = read_weights_file(source), os.path.expanduser(str(source))
+            state = read_state_dict(source, 'ResNetSemanticExtractor.pretrained')
+            origin = os.path.expanduser(str(source))
         if any(k.startswith('backbone.') for k in state):
             state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
         own = set(self.state_dict())
         state = {k: v for k, v in state.items() if k in own or not k.startswith(_dropped_prefixes(self.num_layers))}
-        load_state_dict_checked(self, state, origin)
+        load_into(self, state, origin, 'ResNetSemanticExtractor.pretrained')
         get_root_logger().info(f"ResNetSemanticExtractor({self.arch}): loaded weights from '{origin}'.")
 
 

@@ -1,4 +1,4 @@
-"""Shared base class and weight-loading helpers of segsr's segmentation task networks.
+"""Shared base class of segsr's segmentation task networks.
 
 A task network is used two ways: trained along with the SR network (SR4IR phase 2, the task branch of the
 segmentation-aware GAN) and frozen, as a judge of SR outputs or as the feature extractor of a task-driven
@@ -9,146 +9,24 @@ perceptual loss. Every task network therefore follows one contract, implemented 
 - output: ``{'out': logits B x num_classes x H x W}``, plus ``'aux'`` (aux logits at input size) when the net
   has an aux head and ``'features'`` (name -> tensor) when feature names are requested.
 
-The loading helpers read the weight files users have: a plain state dict of our wrapper, a BasicSR checkpoint
-(``{'params': ...}`` / ``{'params_ema': ...}``), a torchvision checkpoint, and torchvision's hub weights.
-Every failure names the file.
+Weights load through :mod:`segsr.weights`, from the files users have: a plain state dict of our wrapper, a BasicSR
+checkpoint (``{'params': ...}`` / ``{'params_ema': ...}``), a torchvision checkpoint, torchvision's hub weights.
+Every failure names the argument and the file.
 """
 import os
-from collections.abc import Mapping
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from basicsr.utils import get_root_logger
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from segsr.weights import load_into, read_state_dict
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Keys under which other training code nests a state dict, tried in this order when no ``param_key`` is given.
-_NESTED_STATE_KEYS = ('params_ema', 'params', 'state_dict', 'model')
-_LIST_LIMIT = 8
-
 TaskNetOutput = Dict[str, Union[Tensor, Dict[str, Tensor]]]
-
-
-def _short_list(items: Sequence[Any]) -> str:
-    items = list(items)
-    shown = ', '.join(str(i) for i in items[:_LIST_LIMIT])
-    return f'[{shown}{", ..." if len(items) > _LIST_LIMIT else ""}] ({len(items)} in all)'
-
-
-def extract_state_dict(checkpoint: Any, source: str, param_key: Optional[str] = None) -> Dict[str, Tensor]:
-    """Return the flat state dict held by a loaded checkpoint, without ``module.`` (DDP) prefixes.
-
-    Args:
-        checkpoint: What ``torch.load`` returned: a flat state dict, or a dict nesting one under ``params_ema``,
-            ``params`` (BasicSR), ``state_dict`` or ``model`` (torchvision's reference scripts).
-        source: Name of the file (or hub address) for error messages.
-        param_key: Nested key to use. None: the first of ``params_ema``, ``params``, ``state_dict``, ``model``
-            present, else the checkpoint itself.
-
-    Returns:
-        A new dict (the checkpoint is not modified).
-
-    Raises:
-        ValueError: the checkpoint is not a dict of tensors, or ``param_key`` is absent.
-    """
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"Weights file '{source}' holds a {type(checkpoint).__name__}, not a state dict.")
-    if param_key is not None:
-        if param_key not in checkpoint:
-            raise ValueError(f"Weights file '{source}' has no key '{param_key}'; its top-level keys are "
-                             f'{_short_list(checkpoint.keys())}.')
-        state = checkpoint[param_key]
-    else:
-        nested = [k for k in _NESTED_STATE_KEYS if isinstance(checkpoint.get(k), Mapping)]
-        state = checkpoint[nested[0]] if nested else checkpoint
-    if not isinstance(state, Mapping):
-        raise ValueError(f"Weights file '{source}': the state dict is a {type(state).__name__}, not a dict.")
-    not_tensors = [k for k, v in state.items() if not isinstance(v, Tensor)]
-    if not_tensors:
-        raise ValueError(f"Weights file '{source}' is not a state dict: entries {_short_list(not_tensors)} are "
-                         'not tensors. Pass the key of the nested state dict as param_key.')
-    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
-
-
-def read_weights_file(path: str, param_key: Optional[str] = None) -> Dict[str, Tensor]:
-    """Read a state dict from a local ``.pth`` file on the CPU (``weights_only``: no code runs while loading).
-
-    Args:
-        path: File path (``~`` is expanded).
-        param_key: See :func:`extract_state_dict`.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        RuntimeError: the file cannot be read by ``torch.load`` (corrupt, truncated, or holds non-tensor objects).
-        ValueError: the file holds no state dict.
-    """
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Weights file '{path}' does not exist.")
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or unsafe files
-        raise RuntimeError(f"Cannot read weights file '{path}': {err}") from err
-    return extract_state_dict(checkpoint, source=path, param_key=param_key)
-
-
-def load_hub_state_dict(weights: Any) -> Dict[str, Tensor]:
-    """Download (or take from the torch hub cache) the state dict of torchvision weights.
-
-    Only called when a user asked for ``'hub'`` weights. Tests replace this function to stay offline.
-
-    Args:
-        weights: A torchvision ``WeightsEnum`` member, e.g. ``DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1``.
-
-    Raises:
-        RuntimeError: the download failed; the message names the address and suggests a local file.
-    """
-    logger = get_root_logger()
-    logger.info(f'Loading torchvision weights {weights} from {weights.url} (cache: {torch.hub.get_dir()}).')
-    try:
-        state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
-    except Exception as err:  # URLError, HTTPError, hash mismatch...
-        raise RuntimeError(f"Cannot get torchvision weights {weights} from '{weights.url}': {err}. Without internet "
-                           'access, download the file elsewhere and pass its local path instead of "hub".') from err
-    return extract_state_dict(state, source=weights.url)
-
-
-def load_state_dict_checked(net: nn.Module, state: Mapping, source: str, prefix: str = '',
-                            allow_missing: Iterable[str] = ()) -> None:
-    """Load ``state`` into ``net`` after checking keys and shapes, with an error naming ``source`` on mismatch.
-
-    Args:
-        net: Network to load into.
-        state: State dict with the network's own key names (not modified).
-        source: File or hub address named in errors.
-        prefix: Only the network's keys starting with this prefix must be present (e.g. ``'model.backbone.'``
-            to load a backbone only); every key of ``state`` must start with it.
-        allow_missing: Keys of the network that may be absent from ``state`` (they keep their current values).
-
-    Raises:
-        ValueError: keys are missing, unexpected or of another shape.
-    """
-    own = {k: v for k, v in net.state_dict().items() if k.startswith(prefix)}
-    allowed = set(allow_missing)
-    # Checkpoints written before BatchNorm counted its batches lack num_batches_tracked; BatchNorm fills it in.
-    missing = [k for k in own if k not in state and k not in allowed and not k.endswith('num_batches_tracked')]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [f'{k}: file {tuple(state[k].shape)} vs net {tuple(own[k].shape)}'
-                  for k in own if k in state and state[k].shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f'missing keys {_short_list(missing)}')
-    if unexpected:
-        problems.append(f'unexpected keys {_short_list(unexpected)}')
-    if mismatched:
-        problems.append(f'shape mismatch {_short_list(mismatched)}')
-    if problems:
-        raise ValueError(f"Weights file '{source}' does not fit {type(net).__name__}"
-                         f"{f' (keys {prefix}*)' if prefix else ''}: " + '; '.join(problems) + '.')
-    net.load_state_dict(dict(state), strict=False)
 
 
 class SegTaskNet(nn.Module):
@@ -261,15 +139,21 @@ class SegTaskNet(nn.Module):
         (``params`` / ``params_ema``) or a layout accepted by :meth:`_convert_state_dict`.
 
         Args:
-            path: File path.
-            param_key: Nested key of the state dict (see :func:`extract_state_dict`).
+            path: File path (``.pth`` or ``.safetensors``).
+            param_key: Nested key of the state dict (see :func:`segsr.weights.extract_state_dict`).
 
         Raises:
-            FileNotFoundError, RuntimeError, ValueError: naming the file.
+            FileNotFoundError, ValueError: naming the argument (``<class>.pretrained``) and the file.
         """
-        self._load_state(read_weights_file(path, param_key), source=os.path.expanduser(str(path)))
+        option_name = self.pretrained_option
+        self._load_state(read_state_dict(path, option_name, param_key), os.path.expanduser(str(path)), option_name)
 
-    def _load_state(self, state: Dict[str, Tensor], source: str) -> None:
+    @property
+    def pretrained_option(self) -> str:
+        """The argument that names this network's weights file, for errors: ``<class>.pretrained``."""
+        return f'{type(self).__name__}.pretrained'
+
+    def _load_state(self, state: Dict[str, Tensor], source: str, option_name: str) -> None:
         state, allow_missing = self._convert_state_dict(dict(state), source)
-        load_state_dict_checked(self, state, source, allow_missing=allow_missing)
+        load_into(self, state, source, option_name, allow_missing=allow_missing)
         get_root_logger().info(f"{type(self).__name__}: loaded weights from '{source}'.")

@@ -7,7 +7,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import Tensor, nn
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, segmentation
 
-from segsr.archs.task_net_util import SegTaskNet, load_hub_state_dict, load_state_dict_checked, read_weights_file
+from segsr.archs.task_net_util import SegTaskNet
+from segsr.weights import load_hub_state_dict, load_into, read_state_dict
 
 _RESNET_TAPS = {'layer1': 'C2', 'layer2': 'C3', 'layer3': 'C4', 'layer4': 'C5'}
 
@@ -119,7 +120,7 @@ class TorchvisionSegNet(SegTaskNet):
                 get_root_logger().warning(f"TorchvisionSegNet: pretrained='{pretrained}' loads the full network; "
                                           f"ignoring pretrained_backbone='{pretrained_backbone}'.")
             if pretrained == 'hub':
-                self._load_state(load_hub_state_dict(spec.weights), source=spec.weights.url)
+                self._load_state(load_hub_state_dict(spec.weights), spec.weights.url, self.pretrained_option)
             else:
                 self.load_pretrained(pretrained, param_key=param_key)
         elif pretrained_backbone is not None:
@@ -167,13 +168,14 @@ class TorchvisionSegNet(SegTaskNet):
                 carry the ``backbone.`` prefix of a segmentation checkpoint are accepted too.
 
         Raises:
-            FileNotFoundError, RuntimeError, ValueError: naming the file.
+            FileNotFoundError, ValueError: naming the argument and the file; RuntimeError: a failed hub download.
         """
+        option_name = f'{type(self).__name__}.pretrained_backbone'
         if source == 'hub':
             weights = self._spec.backbone_weights
             state, source = load_hub_state_dict(weights), weights.url
         else:
-            state = read_weights_file(source)
+            state = read_state_dict(source, option_name)
         if self._spec.family == 'resnet':  # conv1.*, layer1.* ... fc.*
             mapped = {_BACKBONE_PREFIX + k: v for k, v in state.items() if not k.startswith('fc.')}
         else:  # features.N.* ... classifier.*
@@ -181,5 +183,5 @@ class TorchvisionSegNet(SegTaskNet):
                       for k, v in state.items() if not k.startswith('classifier.')}
         if any(k.startswith('backbone.') for k in state):  # backbone part of a segmentation checkpoint
             mapped = {_PREFIX + k: v for k, v in state.items() if k.startswith('backbone.')}
-        load_state_dict_checked(self, mapped, source, prefix=_BACKBONE_PREFIX)
+        load_into(self, mapped, source, option_name, prefix=_BACKBONE_PREFIX)
         get_root_logger().info(f"TorchvisionSegNet({self.arch}): loaded backbone weights from '{source}'.")

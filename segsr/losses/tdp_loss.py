@@ -10,14 +10,15 @@ and guarantees, whatever state the caller left it in:
 - the network's own parameters get no gradient (the SR image does);
 - the network's mode and ``requires_grad`` flags are restored afterwards.
 """
-from contextlib import contextmanager
-from typing import Dict, Iterator, Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import Tensor, nn
 
 from segsr.losses.seg_loss import check_reduction
+# frozen_eval is still imported from here by segsr.models.sr4ir_model (segsr/models/ is being refactored)
+from segsr.weights import frozen_eval
 
 _CRITERIA = ('l1', 'l2', 'charbonnier')
 
@@ -48,22 +49,6 @@ def feature_distance(x: Tensor, y: Tensor, criterion: str = 'l1', reduction: str
     if reduction == 'sum':
         return dist.sum()
     return dist
-
-
-@contextmanager
-def frozen_eval(net: nn.Module) -> Iterator[nn.Module]:
-    """Run ``net`` in eval mode with ``requires_grad`` off for all its parameters; restore both on exit."""
-    was_training = net.training
-    flags = [(p, p.requires_grad) for p in net.parameters()]
-    net.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield net
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        net.train(was_training)
 
 
 @LOSS_REGISTRY.register()

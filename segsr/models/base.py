@@ -4,20 +4,19 @@ The mixin carries its own versions of the ``BaseModel`` methods that basicsr 1.4
 by name, atomic checkpoint writes), so segsr's models behave the same whether or not
 :func:`segsr.compat.apply_basicsr_fixes` patched BasicSR. BasicSR pops ``type`` out of ``train.optim_*`` and ``train.scheduler`` (mutating the options) and knows only two
 scheduler families. The helpers here read option blocks without mutating them, accept any ``torch.optim`` optimizer
-and ``torch.optim.lr_scheduler`` scheduler, and load/freeze auxiliary networks in one place.
+and ``torch.optim.lr_scheduler`` scheduler, and load/freeze auxiliary networks in one place (with
+:mod:`segsr.weights`).
 """
-import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
 import torch
 from basicsr.archs import build_network
 from basicsr.utils import get_root_logger
 from torch import Tensor, nn
 
-from segsr.archs.task_net_util import extract_state_dict
 from segsr.utils import checkpoint
 from segsr.utils.options import build_optimizer, build_optimizer_from_opt, build_scheduler
+from segsr.weights import basicsr_state_dict, freeze, load_checkpoint, load_into, pretrain_option_name, read_weights
 
 if TYPE_CHECKING:
     from segsr.models.task_eval import Predictor
@@ -146,9 +145,9 @@ class SegsrModelMixin:
         Same semantics as BasicSR's: the state dict under ``param_key`` (``params`` when ``param_key`` is absent but
         ``params`` is there, e.g. ``params_ema`` of a file saved without EMA), ``module.`` prefixes removed, keys
         that differ logged, and with ``strict=False`` keys of another shape logged and skipped. Unlike BasicSR's, the
-        file is read by :func:`segsr.utils.checkpoint.read_checkpoint` (``weights_only=True`` or ``.safetensors``:
-        no code from the file runs) and ``param_key=None`` finds a nested state dict (see
-        :func:`segsr.archs.task_net_util.extract_state_dict`). :func:`segsr.compat.apply_basicsr_fixes` puts this
+        file is read by :func:`segsr.weights.read_weights` (``weights_only=True`` or ``.safetensors``: no code
+        from the file runs), ``param_key=None`` finds a nested state dict (see :func:`segsr.weights.extract_state_dict`)
+        and :func:`segsr.weights.load_into` checks the fit. :func:`segsr.compat.apply_basicsr_fixes` puts this
         method on ``BaseModel``, so stock BasicSR models use it too.
 
         Args:
@@ -165,12 +164,12 @@ class SegsrModelMixin:
         """
         option_name = pretrain_option_name(self.opt.get('path') or {}, load_path,
                                            f'{type(self).__name__}.load_network(load_path)')
-        ckpt = checkpoint.read_checkpoint(load_path, option_name)
+        ckpt = read_weights(load_path, option_name)
         param_key, state = basicsr_state_dict(ckpt, load_path, param_key, option_name)
         net = self.get_bare_model(net)
         get_root_logger().info(f'Loading {type(net).__name__} model from {load_path}, with param key: [{param_key}].')
         self._print_different_keys_loading(net, state, strict)  # with strict=False, drops keys of another shape
-        load_state_checked(net, state, load_path, option_name, strict)
+        load_into(net, state, load_path, option_name, strict)
 
     def load_network_from_path_opt(self, net: nn.Module, label: str) -> None:
         """Load ``path.pretrain_network_<label>`` (with ``param_key_<label>``, ``strict_load_<label>``) if set."""
@@ -198,111 +197,6 @@ class SegsrModelMixin:
             load_checkpoint(net, load_path, param_key, pretrain_option_name(self.opt.get('path') or {}, load_path,
                                                                             option_name))
         return freeze(net.to(self.device))
-
-
-def weights_included(net_opt: Optional[Mapping]) -> bool:
-    """Whether the network of block ``net_opt`` comes with its own weights (``ImportedSegNet``: a TorchScript or
-    exported file, a factory's ``pretrained``), so that no ``path.pretrain_network_*`` checkpoint is needed."""
-    from basicsr.utils.registry import ARCH_REGISTRY
-
-    if not isinstance(net_opt, Mapping) or net_opt.get('type') not in ARCH_REGISTRY:
-        return False
-    return bool(getattr(ARCH_REGISTRY.get(net_opt['type']), 'weights_included', False))  # stock archs: no such flag
-
-
-def freeze(net: nn.Module) -> nn.Module:
-    """Put ``net`` in eval mode and switch off gradients of all its parameters (returns it)."""
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
-
-
-def load_checkpoint(net: nn.Module, path: str, param_key: Optional[str] = 'params', option_name: str = 'path',
-                    strict: bool = True) -> None:
-    """Load a BasicSR checkpoint (``{'params': ..}`` / ``{'params_ema': ..}``) or a plain state dict into ``net``.
-
-    The file is read by :func:`segsr.utils.checkpoint.read_checkpoint` (``.pth`` with ``weights_only=True``, or
-    ``.safetensors``); see :func:`load_state_from_checkpoint` for the key rules.
-
-    Raises:
-        FileNotFoundError / ValueError: naming ``option_name`` and the file.
-    """
-    load_state_from_checkpoint(net, checkpoint.read_checkpoint(path, option_name), path, param_key, option_name,
-                               strict)
-
-
-def load_state_from_checkpoint(net: nn.Module, ckpt: Mapping, path: str, param_key: Optional[str] = 'params',
-                               option_name: str = 'path', strict: bool = True) -> None:
-    """Load the state dict held by an already read checkpoint into ``net``.
-
-    ``param_key`` is used when the checkpoint has it; otherwise the first of ``params_ema``, ``params``,
-    ``state_dict``, ``model`` present, else the checkpoint itself (see
-    :func:`segsr.archs.task_net_util.extract_state_dict`).
-
-    Args:
-        net: Network to load into.
-        ckpt: What :func:`segsr.utils.checkpoint.read_checkpoint` returned for ``path``.
-        path: The file, named in errors and in the log.
-        param_key: Preferred key of the nested state dict.
-        option_name: Option that named the file, for errors.
-        strict: Require exactly the network's keys.
-
-    Raises:
-        ValueError: naming ``option_name`` and the file.
-    """
-    key = param_key if param_key in ckpt else None
-    state = _extract_state_dict(ckpt, path, key, option_name)
-    load_state_checked(net, state, path, option_name, strict)
-    get_root_logger().info(f'Loaded {type(net).__name__} from {path} (param key: {key or "auto"}).')
-
-
-def load_state_checked(net: nn.Module, state: Mapping, path: str, option_name: str, strict: bool = True) -> None:
-    """``net.load_state_dict(state, strict)``, turning its ``RuntimeError`` into a ``ValueError`` naming the option
-    and the file (missing or unexpected keys with ``strict``, tensors of another shape)."""
-    try:
-        net.load_state_dict(state, strict=strict)
-    except RuntimeError as err:
-        raise ValueError(f"Option '{option_name}': checkpoint '{path}' does not fit {type(net).__name__}: {err}") \
-            from err
-
-
-def _extract_state_dict(ckpt: Mapping, path: str, key: Optional[str], option_name: str) -> Dict[str, Tensor]:
-    """:func:`segsr.archs.task_net_util.extract_state_dict` with errors naming ``option_name``."""
-    try:
-        return extract_state_dict(ckpt, path, key)
-    except ValueError as err:
-        raise ValueError(f"Option '{option_name}': {err}") from err
-
-
-def basicsr_state_dict(ckpt: Mapping, path: str, param_key: Optional[str],
-                       option_name: str) -> Tuple[Optional[str], Dict[str, Tensor]]:
-    """The key and the state dict BasicSR's ``load_network`` takes from a checkpoint (a new dict, no ``module.``).
-
-    Args:
-        ckpt: What :func:`segsr.utils.checkpoint.read_checkpoint` returned for ``path``.
-        path: The file, for messages.
-        param_key: Key of the state dict; ``params`` is used instead when ``param_key`` is absent and ``params``
-            present (BasicSR's fallback). None: see :func:`segsr.archs.task_net_util.extract_state_dict`.
-        option_name: Option that named the file, for errors.
-
-    Raises:
-        ValueError: neither key is there, or the entry is not a state dict, naming the option and the file.
-    """
-    if param_key is not None and param_key not in ckpt and 'params' in ckpt:
-        get_root_logger().info(f"Loading: {param_key} does not exist in '{path}', use params.")
-        param_key = 'params'
-    return param_key, _extract_state_dict(ckpt, path, param_key, option_name)
-
-
-def pretrain_option_name(path_opt: Mapping, load_path: str, default: str) -> str:
-    """The ``path.pretrain_network_*`` option(s) naming ``load_path`` (``' / '``-joined), else ``default``."""
-    def norm(p) -> str:
-        return os.path.abspath(os.path.expanduser(str(p)))
-
-    names = [f'path.{key}' for key, value in path_opt.items()
-             if key.startswith('pretrain_network') and value is not None and norm(value) == norm(load_path)]
-    return ' / '.join(names) or default
 
 
 def require_labelled_train_data(opt: dict, model_name: str) -> None:

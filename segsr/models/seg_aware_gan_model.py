@@ -17,11 +17,12 @@ from typing import Dict, Optional
 from basicsr.utils.registry import MODEL_REGISTRY
 from torch import Tensor, nn
 
-from segsr.models.base import check_num_classes, require_labelled_train_data, weights_included
+from segsr.models.base import check_num_classes, require_labelled_train_data
 from segsr.models.gan_step import DOutput, GANStepModel
 from segsr.models.task_eval import Predictor
 from segsr.models.task_adversarial import TaskAdversarialTerm
 from segsr.models.task_feature import TDPTerm
+from segsr.weights import weights_included
 
 
 @MODEL_REGISTRY.register()

@@ -29,13 +29,12 @@ from torch import Tensor, nn
 
 from segsr.data.cqmix import cross_quality_mix, grid_shape
 from segsr.data.task_views import VIEW_KEYS, TaskViews
-from segsr.losses.tdp_loss import frozen_eval
-from segsr.models.base import (SegsrModelMixin, check_num_classes, freeze, require_labelled_train_data,
-                               weights_included)
+from segsr.models.base import SegsrModelMixin, check_num_classes, require_labelled_train_data
 from segsr.models.content import content_loss
 from segsr.models.task_eval import Predictor, network_predictor
 from segsr.models.task_feature import TDPTerm
 from segsr.models.validation import TaskValidator
+from segsr.weights import freeze, frozen_eval, weights_included
 
 SR_LOSSES = ('pixel_opt', 'perceptual_opt', 'frequency_opt', 'tdp_opt', 'sr_ce_opt')
 TASK_VIEWS = ('sr', 'hr', 'cqmix')  # train.task_<view>_opt

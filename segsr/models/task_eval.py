@@ -22,7 +22,7 @@ from basicsr.utils import get_root_logger, tensor2img
 from torch import Tensor, nn
 
 from segsr.metrics import ConfusionMatrix
-from segsr.models.base import freeze, load_checkpoint, weights_included
+from segsr.weights import freeze, load_checkpoint, weights_included
 from segsr.utils.visual import colorize, make_panel, tensor_to_rgb
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]

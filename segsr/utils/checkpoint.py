@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writing for BasicSR models, and reading that never runs code from the file.
+"""Checkpoint files: atomic writing for BasicSR models; :mod:`segsr.weights` reads them without running code.
 
 BasicSR writes ``net_g_latest.pth`` and ``N.state`` in place, so a crash mid-write leaves a truncated file that a
 later ``--auto_resume`` picks up. Here every file is written to a temporary name in the same folder, flushed to
@@ -7,7 +7,7 @@ disk and then renamed over the target (``os.replace`` is atomic on POSIX and Win
 A network checkpoint written here is ``{param_key: state_dict}`` (BasicSR's layout) plus, when the caller gives it,
 ``'network'``: the network block it was built from (plain dicts, lists, numbers and strings, so it loads with
 ``weights_only=True``), which makes the file self-describing. Loaders that take a state dict by its key (BasicSR's
-``load_network``, :func:`segsr.archs.task_net_util.extract_state_dict`, spandrel) ignore the extra key.
+``load_network``, :func:`segsr.weights.extract_state_dict`, spandrel) ignore the extra key.
 """
 import json
 import os
@@ -68,45 +68,6 @@ def bare_state_dict(net: torch.nn.Module) -> dict:
     return state
 
 
-def read_checkpoint(path: str, option_name: str = 'checkpoint') -> Mapping:
-    """Read a checkpoint on the CPU without running code from it.
-
-    ``.safetensors`` files are read with ``safetensors.torch.load_file``; every other file with ``torch.load(...,
-    weights_only=True)``, which accepts tensors and plain containers only: a pickle that would build other objects
-    (and so could run code) is refused, not executed.
-
-    Args:
-        path: File path (``~`` is expanded).
-        option_name: Option or argument that named the file, for error messages.
-
-    Returns:
-        What the file holds (a state dict, or a dict nesting one).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a readable checkpoint (empty, corrupt, truncated, not a checkpoint, or a pickle of
-            anything but tensors and plain containers), naming the file.
-    """
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Option '{option_name}': checkpoint file '{path}' does not exist.")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"Option '{option_name}': checkpoint file '{path}' is empty (0 bytes): an interrupted copy, "
-                         'download or save?')
-    try:
-        if path.lower().endswith('.safetensors'):
-            from safetensors.torch import load_file
-
-            return load_file(path, device='cpu')
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # UnpicklingError, SafetensorError, RuntimeError, EOFError, ... name the file
-        raise ValueError(f"Option '{option_name}': '{path}' is not a readable checkpoint (read with weights_only=True:"
-                         f' tensors and plain containers only, no code runs): {type(err).__name__}: {err}') from err
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"Option '{option_name}': '{path}' holds a {type(checkpoint).__name__}, not a state dict.")
-    return checkpoint
-
-
 def plain_block(block: Mapping) -> dict:
     """A JSON-plain deep copy of a network option block (what ``weights_only=True`` loading accepts).
 
@@ -139,8 +100,8 @@ def training_state(model, epoch: int, current_iter: int) -> dict:
     """What a training state holds, as plain data (:func:`to_plain`): loadable with ``weights_only=True``.
 
     BasicSR's ``epoch``, ``iter``, ``optimizers`` and ``schedulers``; Real-ESRGAN's training-pair pool
-    (``pool``: its ``TrainingPairPool.state_dict()``) when the model has a filled one; and what the training loop adds through
-    ``model.loop_state()`` when it set that callable (position in the epoch, random generators, options; see
+    (``pool``: its ``TrainingPairPool.state_dict()``) when the model has a filled one; and what the training loop adds
+    through ``model.loop_state()`` when it set that callable (position in the epoch, random generators, options; see
     :mod:`segsr.train`).
     """
     state = {

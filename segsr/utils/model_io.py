@@ -5,13 +5,13 @@
 
 (a) a segsr/BasicSR **options file** (``.yml`` / ``.yaml``): ``network_g`` is built with BasicSR's registry and
     ``path.pretrain_network_g`` loaded (``param_key_g``, default ``params``; ``strict_load_g``);
-(b) a **checkpoint** (``.pth``, ``.pt``, ``.ckpt``, ``.bin``, ...): read with ``torch.load(..., weights_only=True)``
-    (tensors and plain containers only: no code from the file runs). With a network block (``network=``, or a
-    ``'network'`` entry saved in the file) that block is built and the state dict loaded (``param_key``, else
-    ``params_ema``, ``params``, ``state_dict``, ``model``, else the file itself). Without one, the architecture is
-    detected from the state dict's keys and shapes by `spandrel <https://github.com/chaiNNer-org/spandrel>`_
-    (ESRGAN/RRDB, Real-ESRGAN Compact, SwinIR, HAT, OmniSR, SPAN, DAT, ...; our ``net_g_*.pth`` files are unwrapped
-    first, ``params_ema`` preferred);
+(b) a **checkpoint** (``.pth``, ``.pt``, ``.ckpt``, ``.bin``, ...): read by :func:`segsr.weights.read_weights` with
+    ``torch.load(..., weights_only=True)`` (tensors and plain containers only: no code from the file runs). With a
+    network block (``network=``, or a ``'network'`` entry saved in the file) that block is built and the state dict
+    loaded (``param_key``, else ``params_ema``, ``params``, ``state_dict``, ``model``, else the file itself). Without
+    one, the architecture is detected from the state dict's keys and shapes by
+    `spandrel <https://github.com/chaiNNer-org/spandrel>`_ (ESRGAN/RRDB, Real-ESRGAN Compact, SwinIR, HAT, OmniSR,
+    SPAN, DAT, ...; our ``net_g_*.pth`` files are unwrapped first, ``params_ema`` preferred);
 (c) a **.safetensors** file, read with ``safetensors.torch.load_file`` and then as (b).
 
 Segmentation networks (``segsr-infer --seg``) load with :func:`load_segmenter`: a block given by the caller, or the
@@ -27,7 +27,7 @@ import yaml
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from segsr.utils.checkpoint import read_checkpoint
+from segsr.weights import extract_state_dict, freeze, load_state_from_checkpoint, read_weights
 
 OPTIONS_EXTS = ('.yml', '.yaml')
 NetworkArg = Optional[Union[str, Mapping]]
@@ -161,7 +161,7 @@ def load_generator(model: str, network: NetworkArg = None, device: Union[str, to
             raise ValueError(f"Option '{option_name}': '{model}' is an options file (it has its own network_g); "
                              'do not pass a network block with it.')
         return _from_options(str(model), device, option_name)
-    ckpt = read_checkpoint(model, option_name)
+    ckpt = read_weights(model, option_name)
     block = parse_network_block(network, network_option) if network is not None else None
     if block is None and isinstance(ckpt.get('network'), Mapping):
         block = parse_network_block(ckpt['network'], f"'network' entry of {model}")
@@ -183,7 +183,7 @@ def _from_options(path: str, device: torch.device, option_name: str) -> LoadedNe
         raise ValueError(f"Option '{option_name}': options file '{path}' does not set 'path.pretrain_network_g', so "
                          'it names no weights to load; set it, or pass the checkpoint itself.')
     block = parse_network_block(opt['network_g'], f'{path}: network_g')
-    ckpt = read_checkpoint(weights, f'{path}: path.pretrain_network_g')
+    ckpt = read_weights(weights, f'{path}: path.pretrain_network_g')
     return _from_block(block, ckpt, weights, device, path_opt.get('param_key_g', 'params'),
                        f'{path}: path.pretrain_network_g', strict=path_opt.get('strict_load_g', True),
                        declared_scale=opt.get('scale'))
@@ -192,8 +192,6 @@ def _from_options(path: str, device: torch.device, option_name: str) -> LoadedNe
 def _from_block(block: dict, ckpt: Mapping, path: str, device: torch.device, param_key: Optional[str],
                 option_name: str, strict: bool = True, declared_scale: Optional[int] = None) -> LoadedNetwork:
     from basicsr.archs import build_network
-
-    from segsr.models.base import freeze, load_state_from_checkpoint
 
     try:
         net = build_network(deepcopy(block))
@@ -219,9 +217,6 @@ def _detect(ckpt: Mapping, path: str, device: torch.device, param_key: Optional[
             option_name: str) -> LoadedNetwork:
     """Identify the architecture with spandrel and load the weights into it."""
     import spandrel
-
-    from segsr.archs.task_net_util import extract_state_dict
-    from segsr.models.base import freeze
 
     state = extract_state_dict(ckpt, path, param_key if param_key in ckpt else None)
     hint = ("pass the options file it was trained with (path.pretrain_network_g set to it) or its network block "
@@ -265,7 +260,7 @@ def load_segmenter(path: str, network: NetworkArg = None, device: Union[str, tor
         ValueError: no block given and none recorded in the file, or weights that do not fit, naming the file.
     """
     device = torch.device(device)
-    ckpt = read_checkpoint(path, option_name)
+    ckpt = read_weights(path, option_name)
     keys = ('network_task', 'network')
     block = parse_network_block(network, network_option, keys) if network is not None else None
     if block is None and isinstance(ckpt.get('network'), Mapping):

@@ -16,10 +16,11 @@ Which keys are known:
 
 Blocks checked: the top level, ``train``, ``val``, ``path``, ``logger``, ``datasets.<phase>`` (keys of the dataset
 class: ``OPTION_KEYS`` of segsr's datasets, scanned source of the others, plus the dataloader's), nested blocks a
-segsr class declares (``val.judge``, ``train.cqmix``), and typed blocks against their class's signature (any key
-when it takes ``**kwargs``): ``network_*`` and ``val.judge.network`` (the arch), ``train.*_opt`` (the loss),
-``train.optim_*`` (the ``torch.optim`` class), ``train.scheduler*`` (BasicSR's or ``torch.optim.lr_scheduler``'s
-class), ``val.metrics.<name>`` (the metric function, plus ``type`` and ``better``).
+segsr class declares (``val.judge``, ``train.cqmix``), and typed blocks
+(:func:`segsr.utils.option_types.typed_blocks`) against their class's signature (any key when it takes
+``**kwargs``): ``network_*`` and ``val.judge.network`` (the arch), ``train.*_opt`` (the loss), ``train.optim_*``
+(the ``torch.optim`` class), ``train.scheduler*`` (BasicSR's or ``torch.optim.lr_scheduler``'s class),
+``val.metrics.<name>`` (the metric function, plus ``type`` and ``better``).
 """
 import difflib
 import functools
@@ -29,7 +30,7 @@ import warnings
 from typing import Dict, FrozenSet, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from segsr.utils.option_scan import Reads, merge_reads, scan_object
-from segsr.utils.options import optimizer_class, registered_class, scheduler_class
+from segsr.utils.option_types import optimizer_class, registered_class, scheduler_class, sub_block, typed_blocks
 
 MAIN_BLOCKS = ('', 'train', 'val', 'path', 'logger')
 PIPELINE_MODULES = ('basicsr.train', 'basicsr.test', 'basicsr.utils.options', 'basicsr.data', 'basicsr.utils.logger',
@@ -134,34 +135,28 @@ def signature_keys(obj: object, skip: Tuple[str, ...] = ()) -> Optional[Set[str]
     return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - set(skip) | {'type'}
 
 
-def typed_blocks(opt: dict) -> Iterator[Tuple[str, dict, Optional[Set[str]]]]:
-    """``(dotted name, block, accepted keys or None for any)`` for every block with a ``type`` checked by signature."""
+def signature_blocks(opt: dict) -> Iterator[Tuple[str, object, Optional[Set[str]]]]:
+    """``(dotted name, block, accepted keys or None for any)`` for every typed block checked by signature: the
+    arch, loss, metric, optimizer and scheduler blocks of :func:`segsr.utils.option_types.typed_blocks`."""
     from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY
 
     def sig(obj, skip=()):
         return signature_keys(obj, skip) if obj is not None else None
 
-    for key, block in opt.items():
-        if key.startswith('network_'):
-            yield key, block, sig(registered_class(ARCH_REGISTRY, _type_of(block)))
-    val, train = _block(opt, 'val'), _block(opt, 'train')
-    judge_net = _block(_block(val, 'judge'), 'network')
-    yield 'val.judge.network', judge_net, sig(registered_class(ARCH_REGISTRY, _type_of(judge_net)))
-    for name, block in _block(val, 'metrics').items():
-        keys = sig(registered_class(METRIC_REGISTRY, _type_of(block)), ('img', 'img2'))
-        yield f'val.metrics.{name}', block, None if keys is None else keys | {'better'}
-    for key, block in train.items():
-        if key.endswith('_opt'):
-            yield f'train.{key}', block, sig(registered_class(LOSS_REGISTRY, _type_of(block)))
-        elif key.startswith('optim_'):
-            yield f'train.{key}', block, sig(optimizer_class(_type_of(block)), ('params', ))
-        elif key.startswith('scheduler'):
-            yield f'train.{key}', block, sig(scheduler_class(_type_of(block)), ('optimizer', ))
-
-
-def _block(opt: object, key: str) -> dict:
-    value = opt.get(key) if isinstance(opt, dict) else None
-    return value if isinstance(value, dict) else {}
+    lookups = {
+        'arch': lambda t: sig(registered_class(ARCH_REGISTRY, t)),
+        'loss': lambda t: sig(registered_class(LOSS_REGISTRY, t)),
+        'metric': lambda t: sig(registered_class(METRIC_REGISTRY, t), ('img', 'img2')),
+        'optimizer': lambda t: sig(optimizer_class(t), ('params', )),
+        'scheduler': lambda t: sig(scheduler_class(t), ('optimizer', )),
+    }
+    for name, kind, block in typed_blocks(opt):
+        if kind not in lookups:
+            continue
+        keys = lookups[kind](_type_of(block))
+        if keys is not None and kind == 'metric':
+            keys = keys | {'better'}
+        yield name, block, keys
 
 
 def _type_of(block: object) -> object:
@@ -185,7 +180,7 @@ def _dataset_unknown(opt: dict) -> List[UnknownKey]:
     from basicsr.utils.registry import DATASET_REGISTRY
 
     out = []
-    for phase, block in _block(opt, 'datasets').items():
+    for phase, block in sub_block(opt, 'datasets').items():
         dataset_cls = registered_class(DATASET_REGISTRY, _type_of(block))
         out += _unknown_in(block, f'datasets.{phase}', dataset_known_keys(dataset_cls))
     return out
@@ -206,10 +201,10 @@ def find_unknown_keys(opt: dict) -> List[UnknownKey]:
     known = model_known_keys(cls)
     out = []
     for block in MAIN_BLOCKS + tuple(b for b in known if '.' in b):
-        node = opt if not block else functools.reduce(_block, block.split('.'), opt)
+        node = opt if not block else functools.reduce(sub_block, block.split('.'), opt)
         out += _unknown_in(node, block, known.get(block, set()))
     out += _dataset_unknown(opt)
-    for name, block, keys in typed_blocks(opt):
+    for name, block, keys in signature_blocks(opt):
         out += _unknown_in(block, name, keys) if keys is not None else []
     return out
 

@@ -9,39 +9,14 @@ import random
 import re
 import warnings
 from copy import deepcopy
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import torch
 import yaml
 
-# BasicSR's scheduler names -> classes of basicsr.models.lr_scheduler (its MultiStepLR is MultiStepRestartLR)
-_BASICSR_SCHEDULERS = {'MultiStepLR': 'MultiStepRestartLR', 'MultiStepRestartLR': 'MultiStepRestartLR',
-                       'CosineAnnealingRestartLR': 'CosineAnnealingRestartLR'}
-
-
-def optimizer_class(name: object) -> Optional[type]:
-    """The ``torch.optim`` optimizer class called ``name``, or None."""
-    cls = getattr(torch.optim, str(name), None)
-    return cls if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) else None
-
-
-def scheduler_class(name: object) -> Optional[type]:
-    """The scheduler class a ``train.scheduler*`` ``type`` names (BasicSR's first, then torch's), or None."""
-    from basicsr.models import lr_scheduler as basicsr_lr
-
-    if name in _BASICSR_SCHEDULERS:
-        return getattr(basicsr_lr, _BASICSR_SCHEDULERS[name])
-    cls = getattr(torch.optim.lr_scheduler, str(name), None)
-    return cls if isinstance(cls, type) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler) else None
-
-
-def registered_class(registry, name: object) -> Optional[type]:
-    """The class ``name`` registers in a BasicSR registry (with ``Registry.get``'s ``_basicsr`` fallback), or None."""
-    for candidate in (name, f'{name}_basicsr'):
-        if isinstance(name, str) and candidate in registry:
-            return registry.get(candidate)
-    return None
-
+from segsr.utils.option_keys import check_option_keys
+from segsr.utils.option_types import (BASICSR_SCHEDULERS, optimizer_class, registered_class, scheduler_class,
+                                      typed_blocks)
 
 def build_optimizer(optim_type: str, params: Iterable, lr: float, **kwargs) -> torch.optim.Optimizer:
     """Build any ``torch.optim`` optimizer by class name (``Adam``, ``AdamW``, ``SGD``, ``RMSprop``, ...).
@@ -100,32 +75,13 @@ def build_scheduler(sched_opt: dict, optimizer: torch.optim.Optimizer, total_ite
     cls = scheduler_class(sched_type)
     if cls is None:
         raise ValueError(f"{option_name}.type '{sched_type}' is not supported; use one of "
-                         f'{list(_BASICSR_SCHEDULERS)} or a class of torch.optim.lr_scheduler.')
+                         f'{list(BASICSR_SCHEDULERS)} or a class of torch.optim.lr_scheduler.')
     if sched_type == 'OneCycleLR':
         kwargs.setdefault('total_steps', int(total_iter))
         kwargs.setdefault('max_lr', [g['lr'] for g in optimizer.param_groups])
     if sched_type == 'PolynomialLR':
         kwargs.setdefault('total_iters', int(total_iter))
     return cls(optimizer, **kwargs)
-
-
-def _typed_blocks(opt: dict) -> Iterator[Tuple[str, str, Optional[dict]]]:
-    """Yield ``(option_name, registry_kind, block)`` for every block whose ``type`` names a registered class."""
-    if 'model_type' in opt:
-        yield 'model_type', 'model', {'type': opt['model_type']}
-    for key, block in opt.items():
-        if key.startswith('network_'):
-            yield f'{key}.type', 'arch', block
-    for phase, block in (opt.get('datasets') or {}).items():
-        yield f'datasets.{phase}.type', 'dataset', block
-    for key, block in (opt.get('train') or {}).items():
-        if key.endswith('_opt') and isinstance(block, dict):
-            yield f'train.{key}.type', 'loss', block
-    val = opt.get('val') or {}
-    for name, block in (val.get('metrics') or {}).items():
-        yield f'val.metrics.{name}.type', 'metric', block
-    if isinstance(val.get('judge'), dict):
-        yield 'val.judge.network.type', 'arch', val['judge'].get('network')
 
 
 def check_registered_types(opt: dict, source: str = 'options') -> None:
@@ -142,7 +98,10 @@ def check_registered_types(opt: dict, source: str = 'options') -> None:
 
     registries = dict(
         model=MODEL_REGISTRY, arch=ARCH_REGISTRY, dataset=DATASET_REGISTRY, loss=LOSS_REGISTRY, metric=METRIC_REGISTRY)
-    for name, kind, block in _typed_blocks(opt):
+    for typed in typed_blocks(opt):
+        name, kind, block = typed.type_option, typed.kind, typed.block
+        if kind not in registries:  # optimizers and schedulers are checked when built
+            continue
         if not isinstance(block, dict) or 'type' not in block:
             raise ValueError(f"{source}: option '{name}' is missing (the block needs a 'type').")
         registry = registries[kind]
@@ -315,8 +274,6 @@ def check_options(opt: dict, source: str, is_train: bool) -> None:
         ValueError: see :func:`check_registered_types`, :func:`segsr.utils.option_keys.check_option_keys`,
             :func:`check_total_iter`.
     """
-    from segsr.utils.option_keys import check_option_keys
-
     check_registered_types(opt, source)
     check_option_keys(opt, source)
     if is_train:

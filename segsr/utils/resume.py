@@ -14,7 +14,8 @@ import re
 from collections import Counter
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from segsr.utils.checkpoint import read_checkpoint, to_plain
+from segsr.utils.checkpoint import to_plain
+from segsr.weights import read_weights
 
 STATE_SUFFIX = '.state'
 # Leftovers of interrupted atomic writes: ".<name>.<random>.tmp" (segsr.utils.checkpoint.atomic_torch_save).
@@ -64,7 +65,7 @@ def network_files(opt: dict, iteration: int) -> Dict[str, str]:
 
 def read_state(path: str, option_name: str = 'path.resume_state') -> dict:
     """Read and check one training state file (weights_only); ``ValueError`` naming the file when unusable."""
-    state = read_checkpoint(path, option_name)
+    state = read_weights(path, option_name)
     missing = [k for k in ('iter', 'epoch', 'optimizers', 'schedulers') if k not in state]
     if missing:
         raise ValueError(f"Option '{option_name}': '{path}' is not a training state (no {missing}).")
@@ -75,7 +76,7 @@ def check_state(path: str, opt: dict, option_name: str) -> dict:
     """Read a state and every network file it needs; ``ValueError`` naming the first file that does not load."""
     state = read_state(path, option_name)
     for name, net_path in network_files(opt, state['iter']).items():
-        read_checkpoint(net_path, f'path.{name} (saved with {os.path.basename(path)})')
+        read_weights(net_path, f'path.{name} (saved with {os.path.basename(path)})')
     return state
 
 
