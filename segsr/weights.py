@@ -337,14 +337,23 @@ def freeze(net: nn.Module) -> nn.Module:
 @contextmanager
 def frozen_eval(net: nn.Module) -> Iterator[nn.Module]:
     """Run ``net`` in eval mode with ``requires_grad`` off for all its parameters; restore both on exit."""
-    was_training = net.training
     flags = [(p, p.requires_grad) for p in net.parameters()]
-    net.eval()
     for p, _ in flags:
         p.requires_grad_(False)
     try:
-        yield net
+        with eval_mode(net):
+            yield net
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+@contextmanager
+def eval_mode(net: nn.Module) -> Iterator[nn.Module]:
+    """Run ``net`` in eval mode (gradients untouched); restore its previous mode on exit."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
         net.train(was_training)

@@ -15,6 +15,7 @@ from segsr.models.base import SegsrModelMixin, check_num_classes
 from segsr.models.task_eval import seg_logits, seg_picture
 from segsr.models.validation import class_names_of, log_per_class_iou, log_validation, record_best_metrics
 from segsr.utils.visual import save_rgb
+from segsr.weights import eval_mode
 
 TASK_INPUTS = ('hr', 'lq_bicubic')
 
@@ -111,11 +112,8 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
 
     @torch.no_grad()
     def test(self) -> None:
-        net = self.bare_net  # bare module: no DDP buffer broadcast on a single validating rank
-        was_training = net.training
-        net.eval()
-        self.output = seg_logits(net(self.task_image()))
-        net.train(was_training)
+        with eval_mode(self.bare_net) as net:  # bare module: no DDP buffer broadcast on a single validating rank
+            self.output = seg_logits(net(self.task_image()))
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:
         if self.opt['rank'] == 0:

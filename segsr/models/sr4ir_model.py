@@ -34,7 +34,7 @@ from segsr.models.content import content_loss
 from segsr.models.task_eval import Predictor, network_predictor
 from segsr.models.task_feature import TDPTerm
 from segsr.models.validation import TaskValidator
-from segsr.weights import freeze, frozen_eval, weights_included
+from segsr.weights import eval_mode, freeze, frozen_eval, weights_included
 
 SR_LOSSES = ('pixel_opt', 'perceptual_opt', 'frequency_opt', 'tdp_opt', 'sr_ce_opt')
 TASK_VIEWS = ('sr', 'hr', 'cqmix')  # train.task_<view>_opt
@@ -285,9 +285,8 @@ class SR4IRModel(SegsrModelMixin, SRModel):
         return {'net_task': self.net_task}
 
     def test(self) -> None:
-        was_training = self.net_g.training  # a frozen SR network stays in eval mode
-        super().test()
-        self.net_g.train(was_training)
+        with eval_mode(self.net_g):  # BasicSR's test() leaves net_g training: a frozen SR network stays in eval mode
+            super().test()
 
     def get_current_learning_rate(self) -> List[float]:
         return [optimizer.param_groups[0]['lr'] for optimizer in self.optimizers]

@@ -22,7 +22,7 @@ from basicsr.utils import get_root_logger, tensor2img
 from torch import Tensor, nn
 
 from segsr.metrics import ConfusionMatrix
-from segsr.weights import freeze, load_checkpoint, weights_included
+from segsr.weights import eval_mode, freeze, load_checkpoint, weights_included
 from segsr.utils.visual import colorize, make_panel, tensor_to_rgb
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
@@ -60,13 +60,8 @@ def network_predictor(net: nn.Module) -> Predictor:
     """
 
     def predict(img: torch.Tensor) -> torch.Tensor:
-        was_training = net.training
-        net.eval()
-        try:
-            out = net(img)
-        finally:
-            net.train(was_training)
-        return seg_logits(out)
+        with eval_mode(net):
+            return seg_logits(net(img))
 
     return predict
 
