@@ -184,6 +184,10 @@ def test_the_recipe_registry_drives_the_rows_and_the_seeded_steps(tmp_path):
     finally:
         REGISTRY.unregister('toy')
     assert (table_rows(), finetune_steps(), _builder().step_ids()) == before
+    with pytest.raises(ValueError, match="recipe 'toy_s1': a key is lower-case letters and digits only"):
+        REGISTRY.register(Recipe('toy_s1', 'Bad', toy))
+    with pytest.raises(ValueError, match="recipe 'bicubic': the name is taken"):
+        REGISTRY.register(Recipe('bicubic', 'Bad', toy))
     with pytest.raises(ValueError, match=r"own = 'head'"):
         REGISTRY.register(Recipe('bad', 'Bad', toy, own='head'))
     with pytest.raises(ValueError, match=r"unknown starting points \['sr'\]"):

@@ -132,9 +132,10 @@ class OptionBuilder:
         net, feature = self.frozen_network('deployed'), self.p['deployed'].get('feature', 'C5')
         needs = [r for r in self.rows if REGISTRY[r].needs_feature(self.p)]
         if 'deployed' in self.given and needs and feature not in (net.get('feature_layers') or {}):
+            others = ', '.join(r for r in finetune_steps() if not REGISTRY[r].needs_feature(self.p))
             raise ValueError(f"profile: rows {needs} need feature '{feature}' (deployed.feature) of the deployed "
                              f"network, and deployed.network ({net['type']}) has none: name it in its feature_layers "
-                             '(a factory model) or run the other rows (rows: [s2t, esrgan, segaware, sfms]).')
+                             f'(a factory model) or run the other rows (rows: [{others}]).')
 
     def is_start(self, step_id: str) -> bool:
         """A starting point (trained once, cached): judge, deployed, l1, disc, judge_<name>.

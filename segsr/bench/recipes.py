@@ -10,6 +10,7 @@ feature (``deployed.feature``), and a function building its BasicSR option dict 
 The table rows (:func:`table_rows`) and the fine-tuned steps (:func:`finetune_steps`) follow the registration order,
 after the three reference rows (HR, bicubic, the L1 start).
 """
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, Union
 
@@ -25,7 +26,15 @@ SPEED_BASE = 'esrgan'
 
 @dataclass(frozen=True)
 class Row:
-    """One table row: ``kind`` hr | bicubic | generator; ``own``: the method's own task network (task | disc)."""
+    """One table row.
+
+    Args:
+        key: The row's key (state keys ``<key>_s<seed>``, ``results.json``).
+        label: The table label.
+        kind: ``hr`` (the judge on HR), ``bicubic`` or ``generator``.
+        step: The training step that made it (None: bicubic).
+        own: The method's own predictor kind (``task`` | ``disc``; None: none).
+    """
     key: str
     label: str
     kind: str
@@ -33,10 +42,22 @@ class Row:
     own: Optional[str] = None
 
 
+REFERENCE_ROWS = (
+    Row('hr', 'H->T (judge on HR)', 'hr', step='judge'),
+    Row('bicubic', 'L->T (bicubic)', 'bicubic'),
+    Row('l1', 'L1 start (stock SRModel)', 'generator', step='l1'),
+)
+
+
 @dataclass(frozen=True)
 class Step:
-    """One training run: ``id`` (its options, run folder and state key), the recipe or starting point it runs
-    (``base``) and its fine-tuning seed (None for a starting point: trained once, its seed is in its options)."""
+    """One training run.
+
+    Args:
+        id: Its id (options file, run folder, state key): a starting point's name or ``<recipe key>_s<seed>``.
+        base: The recipe or starting point it runs.
+        seed: Its fine-tuning seed (None for a starting point: trained once, its seed is in its options).
+    """
     id: str
     base: str
     seed: Optional[int] = None
@@ -82,8 +103,14 @@ class RecipeRegistry:
         self._recipes: Dict[str, Recipe] = {}
 
     def register(self, recipe: Recipe) -> Recipe:
-        """Add ``recipe`` after the others (its key must be new and not a starting point's)."""
-        if recipe.key in self._recipes or recipe.key in START_STEPS or recipe.key in ('hr', 'bicubic'):
+        """Add ``recipe`` after the others.
+
+        Args:
+            recipe: A recipe whose key is lower-case letters and digits, and new (not a row's or starting point's).
+        """
+        if not re.fullmatch(r'[a-z][a-z0-9]*', recipe.key):
+            raise ValueError(f"benchmark recipe '{recipe.key}': a key is lower-case letters and digits only.")
+        if recipe.key in self._recipes or recipe.key in START_STEPS or recipe.key in [r.key for r in REFERENCE_ROWS]:
             raise ValueError(f"benchmark recipe '{recipe.key}': the name is taken.")
         if recipe.own is not None and recipe.own not in OWN_PREDICTORS:
             raise ValueError(f"benchmark recipe '{recipe.key}': own = {recipe.own!r}; expected None or one of "
@@ -96,7 +123,11 @@ class RecipeRegistry:
         return recipe
 
     def unregister(self, key: str) -> None:
-        """Remove the recipe ``key``."""
+        """Remove a recipe.
+
+        Args:
+            key: The recipe's key.
+        """
         del self._recipes[key]
 
     def __getitem__(self, key: str) -> Recipe:
@@ -115,11 +146,6 @@ class RecipeRegistry:
 
 
 REGISTRY = RecipeRegistry()
-REFERENCE_ROWS = (
-    Row('hr', 'H->T (judge on HR)', 'hr', step='judge'),
-    Row('bicubic', 'L->T (bicubic)', 'bicubic'),
-    Row('l1', 'L1 start (stock SRModel)', 'generator', step='l1'),
-)
 
 
 def finetune_steps() -> Tuple[str, ...]:

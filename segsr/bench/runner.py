@@ -96,7 +96,11 @@ class Benchmark:
 
     # 1. training
     def write_options(self, step_id: str) -> str:
-        """Write ``options/<step id>.yml``; refuse to resume a run whose options changed since it started."""
+        """Write ``options/<step id>.yml``; refuse to resume a run whose options changed since it started.
+
+        Args:
+            step_id: A step id.
+        """
         path = osp.join(self.out_dir, 'options', f'{step_id}.yml')
         text = yaml.safe_dump(self.options[step_id], sort_keys=False)
         if not self.builder.is_start(step_id) and osp.isfile(path) and osp.isdir(self.builder.run_dir(step_id)):
@@ -115,6 +119,11 @@ class Benchmark:
         return self._state('train', step_id)
 
     def train_record(self, step_id: str) -> Optional[dict]:
+        """A finished run's record (``seconds``, ``iters``, ``options``; ``given`` for a given net), None if unfinished.
+
+        Args:
+            step_id: A step id.
+        """
         if step_id in self.builder.given:
             return {'given': self.builder.frozen_network(step_id)}
         if step_id in self.builder.starts:
@@ -126,6 +135,11 @@ class Benchmark:
             return json.load(f)
 
     def train(self, step_id: str) -> None:
+        """Train (or resume) one step in a fresh ``segsr.train`` process, unless it is finished or given.
+
+        Args:
+            step_id: A step id.
+        """
         base = self.builder.step(step_id).base
         if step_id in self.builder.starts:
             self.logger.info(f'{step_id}: using the given checkpoint {self.builder.starts[step_id]}')
@@ -157,7 +171,11 @@ class Benchmark:
 
     # 2. evaluation
     def val_dataset(self, kernel: Optional[str] = None):
-        """The evaluation split with LR made by ``kernel`` (default: the training kernel, ``lq_downsample``)."""
+        """The evaluation split with LR made by ``kernel`` (default: the training kernel, ``lq_downsample``).
+
+        Args:
+            kernel: An LR degradation (``LQ_DOWNSAMPLE_METHODS``).
+        """
         opt = dict(self.data.block(self.data.eval_split), phase='val', scale=self.builder.scale,
                    lq_downsample=kernel or self.profile.get('lq_downsample', 'matlab'))
         return build_dataset(opt)
@@ -168,20 +186,36 @@ class Benchmark:
         return list(self.profile.get('kernels') or [])
 
     def method_entry(self, row: Row, step_id: Optional[str]) -> dict:
+        """The evaluation method of a row (:func:`segsr.evaluate.build_method`): its generator's EMA weights.
+
+        Args:
+            row: A table row.
+            step_id: The run that made it (None: bicubic).
+        """
         if row.kind != 'generator':
             return {'name': row.label, 'type': row.kind}
         return {'name': row.label, 'type': 'generator', 'network_g': self.options[step_id]['network_g'],
                 'path': self.builder.checkpoint(step_id, 'g'), 'param_key': 'params_ema'}
 
     def row_runs(self, row: Row) -> List[Tuple[int, Optional[str]]]:
-        """``(seed, step id)`` of each evaluation of a row: one per seed for fine-tuned rows, one otherwise."""
+        """``(seed, step id)`` of each evaluation of a row: one per seed for fine-tuned rows, one otherwise.
+
+        Args:
+            row: A table row.
+        """
         if row.step in finetune_steps():
             return [(step.seed, step.id) for step in self.builder.runs_of(row.step)]
         return [(self.builder.seeds[0], row.step)]
 
     @staticmethod
     def eval_key(row: Row, seed: int, kernel: Optional[str] = None) -> str:
-        """State key of one evaluation: ``<row>_s<seed>``, ``<row>_s<seed>@<kernel>`` under another kernel."""
+        """State key of one evaluation: ``<row>_s<seed>``, ``<row>_s<seed>@<kernel>`` under another kernel.
+
+        Args:
+            row: A table row.
+            seed: The run's seed.
+            kernel: Another LR degradation (None: the training kernel).
+        """
         return f'{row.key}_s{seed}' + (f'@{kernel}' if kernel else '')
 
     def _evaluated(self, key: str) -> bool:
@@ -193,7 +227,17 @@ class Benchmark:
 
     def evaluate(self, row: Row, seed: int, step_id: Optional[str], dataset, nets: dict, keep: List[int],
                  kernel: Optional[str] = None) -> None:
-        """Score one run on ``dataset``; under another ``kernel``: PSNR/SSIM and the frozen nets only, no pictures."""
+        """Score one run on ``dataset``; under another ``kernel``: PSNR/SSIM and the frozen nets only, no pictures.
+
+        Args:
+            row: A table row.
+            seed: The run's seed.
+            step_id: The run (None: bicubic).
+            dataset: The evaluation split (LR by ``kernel``).
+            nets: The frozen nets that score it, by name.
+            keep: Indices of the pictured images.
+            kernel: Another LR degradation (None: the training kernel).
+        """
         key = self.eval_key(row, seed, kernel)
         if self._evaluated(key):
             self.logger.info(f'{row.label} (seed {seed}{f", kernel {kernel}" if kernel else ""}): evaluated already, '
@@ -227,7 +271,13 @@ class Benchmark:
 
     def intervals(self, row: Row, seed: int, kernel: Optional[str] = None) -> Dict[str, dict]:
         """Paired block-bootstrap intervals of the row's mIoU minus S->T's (same seed, same kernel) for every frozen
-        net (``<name>_vs_s2t``), and the transfer ratio (:func:`transfer_ratio`)."""
+        net (``<name>_vs_s2t``), and the transfer ratio (:func:`segsr.bench.report.transfer_ratio`).
+
+        Args:
+            row: A table row.
+            seed: The run's seed.
+            kernel: Another LR degradation (None: the training kernel).
+        """
         ref_seeds = self.builder.seeds_of(REFERENCE)
         ref_key = self.eval_key(Row(REFERENCE, '', 'generator'), seed if seed in ref_seeds else ref_seeds[0], kernel)
         mats, ref = (np.load(self._state('matrices', k, 'npz')) for k in (self.eval_key(row, seed, kernel), ref_key))
@@ -240,6 +290,11 @@ class Benchmark:
 
     # 3. step timing
     def speed(self, row: Row) -> None:
+        """Time a fine-tuned row's training step in a fresh process (once; recorded in ``state/``).
+
+        Args:
+            row: A table row.
+        """
         if row.step not in finetune_steps() or self._load_state('speed', row.key):
             return
         spd = self.profile.get('speed') or {}
@@ -254,6 +309,7 @@ class Benchmark:
 
     # the whole run
     def run(self) -> dict:
+        """Train, score, time, then write the results; returns the ``results.json`` payload."""
         self.logger.info(f"Benchmark '{self.profile['name']}' ({self.profile['_path']}) on {self.data.root} "
                          f'(train {self.data.train_split}, evaluate {self.data.eval_split}), device {self.device}, '
                          f'seeds {self.builder.seeds}, out {self.out_dir}, starting points in {self.builder.cache_dir}')
@@ -314,6 +370,11 @@ class Benchmark:
         return payload
 
     def metadata(self, num_images: int) -> dict:
+        """The run's metadata (title, command, machine, data, seeds, starting points, schedule).
+
+        Args:
+            num_images: Images in the evaluation split.
+        """
         p = self.profile
         threads = torch.get_num_threads()
         machine = (torch.cuda.get_device_name(self.device) if self.device.type == 'cuda' else
