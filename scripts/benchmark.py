@@ -1,4 +1,4 @@
-"""One-command benchmark of every method against stock BasicSR baselines (see :mod:`segsr.benchmark`).
+"""One-command benchmark of every method against stock BasicSR baselines (see :mod:`segsr.bench`).
 
 Usage (from the repository root):
     python scripts/benchmark.py --profile quick --source ../shared/data/camvid # CamVid on CPU, ~105 min (starts cached)

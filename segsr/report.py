@@ -1,7 +1,7 @@
 """What segsr's commands write: number formatting, markdown tables, standard JSON, atomic files, shared defaults.
 
 Used by ``segsr-evaluate`` (:mod:`segsr.evaluate`), ``segsr-sr-bench`` (:mod:`segsr.sr_bench`), ``segsr-benchmark``
-(:mod:`segsr.benchmark`) and ``scripts/benchmark_inference.py``, so that no command imports another's internals.
+(:mod:`segsr.bench`) and ``scripts/benchmark_inference.py``, so that no command imports another's internals.
 """
 import json
 import os

@@ -6,7 +6,7 @@ need them; no data loading in the timing) after ``warmup`` untimed steps. Report
 peak memory (CUDA: peak allocated by PyTorch; CPU: peak resident set size of the process, which includes the
 interpreter and libraries, about 0.4-0.5 GB).
 
-Used by ``scripts/benchmark_gan_step.py`` and the benchmark (:mod:`segsr.benchmark`).
+Used by ``scripts/benchmark_gan_step.py`` and the benchmark (:mod:`segsr.bench.runner`).
 """
 import argparse
 import json

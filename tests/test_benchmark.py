@@ -1,4 +1,5 @@
-"""The one-command benchmark (segsr/benchmark.py): profiles, generated options, the smoke run and its resume."""
+"""The one-command benchmark (segsr/bench, segsr/benchmark.py): profiles, generated options, row recipes, the smoke
+run and its resume."""
 import glob
 import json
 import math
@@ -14,10 +15,14 @@ import torch
 import yaml
 
 from conftest import REPO, write_yaml
-from segsr.benchmark import ROWS, DataInfo, OptionBuilder, deep_merge, load_profile
+from segsr.bench.data import DataInfo
+from segsr.bench.options import OptionBuilder
+from segsr.bench.profile import deep_merge, load_profile
+from segsr.bench.recipes import table_rows
 from segsr.models.task_eval import TaskScorer
 from segsr.utils.amp import amp_dtype
 
+ROWS = table_rows()
 DATA = DataInfo('/data/camvid', 'camvid', 11, 255, 'lmdb', 'seq_train', 'seq_dev')
 JUDGES = ('judge', 'deployed', 'judge_lraspp', 'judge_deeplab')  # the smoke profile's frozen nets
 GENERATOR_ROWS = [r for r in ROWS if r.kind == 'generator']
@@ -139,7 +144,7 @@ def test_profile_with_a_base_states_only_what_it_changes(tmp_path):
 
 
 def test_difference_column_one_seed_and_several():
-    from segsr.benchmark import _delta
+    from segsr.bench.report import _delta
 
     def run(diff, low, high):
         return {'intervals': {'judge_vs_s2t': {'diff': diff, 'low': low, 'high': high}}}
@@ -148,6 +153,46 @@ def test_difference_column_one_seed_and_several():
     several = {'key': 'sed', 'runs': [run(2.32, 1.76, 2.78), run(0.03, -0.5, 0.6), run(1.63, 1.0, 2.2)]}
     assert _delta(several, 'judge') == '+1.33 (+0.03..+2.32; CI>0 2/3)'
     assert _delta({'key': 's2t', 'runs': []}, 'judge') == '—'
+
+
+def test_the_recipe_registry_drives_the_rows_and_the_seeded_steps(tmp_path):
+    """Adding a method is one recipe: registered, it is a table row and a fine-tuned step per seed (the seed carried
+    with the step, not read back from its id), a profile may name it; unregistered, nothing of it is left."""
+    from segsr.bench.recipes import REGISTRY, Recipe, Row, Step, finetune_steps
+
+    def toy(b, step):
+        opt = b.finetune_opt(step.id, 'SRModel', step.seed)
+        opt['train']['pixel_opt']['loss_weight'] = 0.5
+        return opt
+
+    before = (table_rows(), finetune_steps(), _builder().step_ids())
+    REGISTRY.register(Recipe('toy', 'Toy (half L1)', toy, own='task'))
+    try:
+        assert table_rows() == ROWS + (Row('toy', 'Toy (half L1)', 'generator', step='toy', own='task'), )
+        assert finetune_steps() == before[1] + ('toy', )
+        b = _builder(seeded_rows=['s2t', 'toy'])
+        opts = b.all()
+        assert list(opts)[-3:] == ['toy_s0', 'toy_s1', 'toy_s2'] and b.runs_of('toy')[2] == Step('toy_s2', 'toy', 2)
+        assert [opts[f'toy_s{i}']['manual_seed'] for i in range(3)] == [0, 1, 2]
+        assert opts['toy_s1']['train']['pixel_opt']['loss_weight'] == 0.5
+        assert opts['toy_s1']['path']['experiments_root'] == '/out/runs/toy_s1'
+        ablation = load_profile(write_yaml(tmp_path / 'toy.yml', {'base': 'quick', 'rows': ['s2t', 'toy'],
+                                                                   'labels': {'toy': 'Toy'}}))
+        assert OptionBuilder(ablation, DATA, '/out', 'cpu', '/cache').rows == ['s2t', 'toy']
+        with pytest.raises(ValueError, match="recipe 'toy': the name is taken"):
+            REGISTRY.register(Recipe('toy', 'again', toy))
+    finally:
+        REGISTRY.unregister('toy')
+    assert (table_rows(), finetune_steps(), _builder().step_ids()) == before
+    with pytest.raises(ValueError, match="recipe 'toy_s1': a key is lower-case letters and digits only"):
+        REGISTRY.register(Recipe('toy_s1', 'Bad', toy))
+    with pytest.raises(ValueError, match="recipe 'bicubic': the name is taken"):
+        REGISTRY.register(Recipe('bicubic', 'Bad', toy))
+    with pytest.raises(ValueError, match=r"own = 'head'"):
+        REGISTRY.register(Recipe('bad', 'Bad', toy, own='head'))
+    with pytest.raises(ValueError, match=r"unknown starting points \['sr'\]"):
+        REGISTRY.register(Recipe('bad', 'Bad', toy, starts=('l1', 'sr')))
+    assert 'bad' not in REGISTRY
 
 
 @pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(REPO, 'options', 'benchmark', '*.yml'))), ids=os.path.basename)
@@ -363,7 +408,7 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
 
 
 def test_changed_options_are_not_resumed_into_a_finished_run(tmp_path):
-    from segsr.benchmark import Benchmark
+    from segsr.bench.runner import Benchmark
 
     profile = load_profile('smoke')
     bench = Benchmark(profile, str(tmp_path / 'out'), str(tmp_path / 'data'), cache_dir=str(tmp_path / 'cache'))
@@ -391,7 +436,7 @@ def _fake_segnet_camvid(src):
 
 
 def test_camvid_profile_prepares_from_source_or_names_the_flag(tmp_path):
-    from segsr.benchmark import prepare_data
+    from segsr.bench.data import prepare_data
 
     data_opt = load_profile('quick')['data']
     with pytest.raises(FileNotFoundError, match='pass --source'):
@@ -439,7 +484,7 @@ def _torchscript_segmenter(path, num_classes=4):
 
 
 def test_a_deployed_net_with_its_weights_is_used_as_it_is_never_trained(tmp_path):
-    from segsr.benchmark import program_kind
+    from segsr.bench.data import program_kind
 
     script = _torchscript_segmenter(tmp_path / 'mine.pt')
     torch.save({'params': {}}, tmp_path / 'weights.pth')

@@ -110,7 +110,9 @@ def test_shipped_option_files_have_only_known_keys(path):
                                            glob.glob(os.path.join(REPO, 'options', 'benchmark', '*.yml'))),
                          ids=os.path.basename)
 def test_benchmark_generated_options_have_only_known_keys(profile):
-    from segsr.benchmark import DataInfo, OptionBuilder, load_profile
+    from segsr.bench.data import DataInfo
+    from segsr.bench.options import OptionBuilder
+    from segsr.bench.profile import load_profile
 
     data = DataInfo('/data', 'x', 7, 255, 'lmdb')
     for step, opt in OptionBuilder(load_profile(profile), data, '/out', 'cpu').all().items():

@@ -29,7 +29,9 @@ def test_option_file_is_valid(path):
     with open(path) as f:
         opt = yaml.safe_load(f)
     if ('generator' in opt and 'finetune' in opt) or 'base' in opt:  # a benchmark profile: check every step it makes
-        from segsr.benchmark import DataInfo, OptionBuilder, load_profile
+        from segsr.bench.data import DataInfo
+        from segsr.bench.options import OptionBuilder
+        from segsr.bench.profile import load_profile
         data = DataInfo('/data', 'x', 7, 255, 'lmdb')
         for step, step_opt in OptionBuilder(load_profile(path), data, '/out', 'cpu').all().items():
             check_registered_types(step_opt, f'{path} (step {step})')

@@ -1,1 +1,2 @@
-"""Benchmark profiles shipped with segsr (``smoke``, ``quick``, ``full``): package data read by :mod:`segsr.benchmark`."""
+"""Benchmark profiles shipped with segsr (``smoke``, ``quick``, ``full``): package data read by
+:mod:`segsr.bench.profile`."""

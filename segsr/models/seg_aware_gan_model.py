@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from segsr.models.base import check_num_classes, require_labelled_train_data
 from segsr.models.gan_step import DOutput, GANStepModel
-from segsr.models.task_eval import Predictor
+from segsr.models.task_eval import Predictor, discriminator_predictor
 from segsr.models.task_adversarial import TaskAdversarialTerm
 from segsr.models.task_feature import TDPTerm
 from segsr.weights import weights_included
@@ -123,6 +123,4 @@ class SegAwareGANModel(GANStepModel):
         """The discriminator's task head (``disc``; training runs only: testing builds no discriminator)."""
         if not self.opt['is_train']:
             return {}
-        bare_d = self.get_bare_model(self.net_d)
-        sem = self.net_sem
-        return {'disc': bare_d.segment if sem is None else lambda img: bare_d.segment(img, semantic=sem(img))}
+        return {'disc': discriminator_predictor(self.get_bare_model(self.net_d), self.net_sem)}

@@ -66,6 +66,14 @@ def network_predictor(net: nn.Module) -> Predictor:
     return predict
 
 
+def discriminator_predictor(net_d: nn.Module, semantic_net: Optional[nn.Module] = None) -> Predictor:
+    """A task-branch discriminator's segmentation head as a predictor; with ``semantic_net``, the discriminator gets
+    the semantics of the image it segments (SeD conditioning under the SR image's own semantics)."""
+    if semantic_net is None:
+        return net_d.segment
+    return lambda img: net_d.segment(img, semantic=semantic_net(img))
+
+
 class TaskScorer:
     """Accumulates image metrics and per-predictor confusion matrices over a set.
 
