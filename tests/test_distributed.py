@@ -16,6 +16,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
+JUDGE = 'task_validator.judge'  # the frozen judge, held by the model's validator
+
+
 def run_torchrun(opt, tmp_path, nets):
     opt_path = write_yaml(tmp_path / 'dist.yml', opt)
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
@@ -53,10 +56,10 @@ def test_seg_aware_gan_gloo_two_ranks_end_identical(tiny_data, tmp_path):
     opt.update(name='dist_segsr_gan', num_gpu='auto')
     opt['train'].update(total_iter=3, relativistic=True, task_warmup_iter=1)  # warm-up step, then the task push
     opt['datasets']['train']['batch_size_per_gpu'] = 1
-    rank0, rank1 = run_torchrun(opt, tmp_path, ['net_g', 'net_d', 'judge'])
+    rank0, rank1 = run_torchrun(opt, tmp_path, ['net_g', 'net_d', JUDGE])
     assert rank0['net_g.wrapped'] == rank0['net_d.wrapped'] == 'DistributedDataParallel'
-    assert rank0['judge.wrapped'] != 'DistributedDataParallel'
-    for name in ('net_g', 'net_d', 'judge'):
+    assert rank0[JUDGE + '.wrapped'] != 'DistributedDataParallel'
+    for name in ('net_g', 'net_d', JUDGE):
         assert_same_weights(rank0, rank1, name)
 
 
@@ -68,10 +71,10 @@ def test_sr4ir_gloo_two_ranks_end_identical(tiny_data, tmp_path):
     opt.update(name='dist_sr4ir', num_gpu='auto')
     opt['train'].update(total_iter=2)
     opt['datasets']['train']['batch_size_per_gpu'] = 1
-    rank0, rank1 = run_torchrun(opt, tmp_path, ['net_g', 'net_task', 'judge'])
+    rank0, rank1 = run_torchrun(opt, tmp_path, ['net_g', 'net_task', JUDGE])
     assert rank0['net_g.wrapped'] == rank0['net_task.wrapped'] == 'DistributedDataParallel'
-    assert rank0['judge.wrapped'] != 'DistributedDataParallel'
-    for name in ('net_g', 'net_task', 'judge'):
+    assert rank0[JUDGE + '.wrapped'] != 'DistributedDataParallel'
+    for name in ('net_g', 'net_task', JUDGE):
         assert_same_weights(rank0, rank1, name)
 
 

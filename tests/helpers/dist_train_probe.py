@@ -1,8 +1,9 @@
 """Run segsr's training pipeline (as ``segsr/train.py`` does) and dump this rank's final trainable weights.
 
 Used by tests/test_distributed.py under ``torchrun --nproc_per_node=2 ... --launcher pytorch``; the nets to dump are
-named in ``PROBE_NETS`` (comma-separated model attributes) and written to ``rank<RANK>.pth`` in the working folder.
+named in ``PROBE_NETS`` (comma-separated model attribute paths, e.g. ``task_validator.judge``) and written to ``rank<RANK>.pth`` in the working folder.
 """
+import operator
 import os
 import sys
 
@@ -28,8 +29,9 @@ segsr.train.build_model = _capture
 segsr.train.train_pipeline(os.getcwd())
 model = _built['model']
 dump = {}
-for name in os.environ['PROBE_NETS'].split(','):
-    net = model.get_bare_model(getattr(model, name))
+for name in os.environ['PROBE_NETS'].split(','):  # attribute paths: net_g, task_validator.judge, ...
+    wrapped = operator.attrgetter(name)(model)
+    net = model.get_bare_model(wrapped)
     dump[name] = {k: v.detach().cpu().clone() for k, v in net.named_parameters()}
-    dump[name + '.wrapped'] = type(getattr(model, name)).__name__
+    dump[name + '.wrapped'] = type(wrapped).__name__
 torch.save(dump, f"rank{os.environ['RANK']}.pth")
