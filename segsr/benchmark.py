@@ -36,6 +36,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'other input conventions or a factory: set deployed.network in a profile, docs/methods.md).')
     parser.add_argument('--l1-start', default=None,
                         help='Start every fine-tuned row from this generator checkpoint (must match generator).')
+    parser.add_argument('--jobs', type=int, default=None,
+                        help="Training runs at a time (default: the profile's jobs, else 1): starting points together, "
+                        'then fine-tuned runs together; more than 1 suits a large GPU.')
     return parser.parse_args(argv)
 
 
@@ -48,7 +51,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     apply_basicsr_fixes()
     Benchmark(load_profile(args.profile), args.out, args.data, args.device, args.judge, args.source, args.cache,
-              args.deployed, args.l1_start).run()
+              args.deployed, args.l1_start, args.jobs).run()
 
 
 if __name__ == '__main__':

@@ -88,9 +88,9 @@ def test_every_step_is_the_method_it_claims_on_one_schedule():
 
 def test_starting_points_are_cached_by_their_options():
     """A starting point's folder is keyed by what it trains: the same for every profile name, seed list and output
-    folder; another when its options change; user checkpoints replace it."""
-    a, b = _builder(), OptionBuilder(deep_merge(load_profile('quick'), {'name': 'other', 'seeds': [5]}), DATA,
-                                     '/elsewhere', 'cpu', '/cache')
+    folder, device and number of loader workers; another when its options change; user checkpoints replace it."""
+    a, b = _builder(), OptionBuilder(deep_merge(load_profile('quick'), {'name': 'other', 'seeds': [5], 'num_worker': 6}),
+                                     DATA, '/elsewhere', 'cuda', '/cache')  # other loader workers, another device
     assert a.start_steps == ['judge', 'deployed', 'l1', 'judge_lraspp', 'judge_deeplab'] and all(a.run_dir(s) == b.run_dir(s) for s in a.start_steps)
     assert a.run_dir('s2t_s0') == '/out/runs/s2t_s0'
     changed = _builder(l1={'iters': 4000})
@@ -227,6 +227,7 @@ def test_task_branch_discriminator_width_and_warm_start():
     (lambda p: p['judge'].pop('iters'), r"'judge' needs keys \['iters'\]"),
     (lambda p: p['finetune'].update(gt_size=96), "finetune.gt_size' = 96"),
     (lambda p: p.update(device='tpu'), "'device' = 'tpu'"),
+    (lambda p: p.update(jobs=0), "'jobs' = 0; expected a positive integer"),
     (lambda p: p.update(overrides={'srgan': {}}), "unknown steps"),
     (lambda p: p.update(seeds=[0, 0]), "'seeds' = \\[0, 0\\]"),
     (lambda p: p.update(seeded_rows=['s2t', 'l1']), r"'seeded_rows' has unknown rows \['l1'\]"),
@@ -308,9 +309,9 @@ def test_scorer_averages_niqe_over_images_where_it_is_defined(monkeypatch):
         TaskScorer({'psnr': {'type': 'calculate_psnr'}}, {}, None).add(img, img)
 
 
-def _run_smoke(tmp_path, out='out'):
+def _run_smoke(tmp_path, out='out', *extra):
     cmd = [sys.executable, os.path.join(REPO, 'scripts', 'benchmark.py'), '--profile', 'smoke', '--out',
-           str(tmp_path / out), '--data', str(tmp_path / 'data'), '--cache', str(tmp_path / 'cache')]
+           str(tmp_path / out), '--data', str(tmp_path / 'data'), '--cache', str(tmp_path / 'cache'), *extra]
     proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
@@ -389,9 +390,13 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
     assert log.count('trained already') == len(steps) and log.count('evaluated already') == 12 + 11  # + blur_jpeg
     assert 'timing training steps' not in log and _mtimes(tmp_path) == before
 
-    # another benchmark (another --out) with the same cache trains no starting point again
-    log = _run_smoke(tmp_path, out='other')
+    # another benchmark (another --out) with the same cache trains no starting point again; its fine-tuned runs
+    # train three at a time (--jobs), each to its end
+    log = _run_smoke(tmp_path, 'other', '--jobs', '3')
     assert log.count('(cached: ') == 6 and 'judge: training' not in log and 's2t_s0: training' in log
+    other = json.loads((tmp_path / 'other' / 'results.json').read_text())['rows']
+    assert [r['key'] for r in other] == [r.key for r in ROWS]
+    assert all(run['train'] is None or run['train']['seconds'] > 0 for r in other for run in r['runs'])
 
     # an interrupted benchmark: one training run died after its last saved state, one row was not evaluated
     os.remove(out / 'state' / 'train_combo_s0.json')

@@ -20,14 +20,21 @@ from segsr.bench.recipes import REGISTRY, START_STEPS, Step, finetune_steps
 from segsr.weights import weights_included
 
 
+LOADER_KEYS = ('num_worker_per_gpu', 'prefetch_mode', 'pin_memory')  # how batches are loaded, not what is trained
+
+
 def options_key(opt: dict) -> str:
     """12 hex digits identifying a training step by what it trains: its options without ``name``, ``path``,
-    ``logger`` and ``num_gpu`` (a starting point trained on one device is reused on another).
+    ``logger``, ``num_gpu`` and the data loader's settings (:data:`LOADER_KEYS`): a starting point trained on one
+    device, with another number of loader workers, is reused on another.
 
     Args:
         opt: The step's BasicSR options.
     """
     core = {k: v for k, v in opt.items() if k not in ('name', 'path', 'logger', 'num_gpu', 'dist_params')}
+    if 'datasets' in core:
+        core['datasets'] = {phase: {k: v for k, v in (block or {}).items() if k not in LOADER_KEYS}
+                            for phase, block in core['datasets'].items()}
     text = json.dumps(core, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

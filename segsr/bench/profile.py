@@ -118,6 +118,9 @@ def _check_profile(profile: dict, path: str) -> None:
     if unknown_rows:
         raise ValueError(f"{path}: 'seeded_rows' has unknown rows {sorted(unknown_rows)}; fine-tuned rows: "
                          f'{list(steps)}.')
+    jobs = profile.get('jobs', 1)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"{path}: 'jobs' = {jobs!r}; expected a positive integer (training runs at a time).")
     for key in ('device', 'amp'):
         allowed = {'device': ('cpu', 'cuda', 'auto'), 'amp': (False, 'bf16', 'auto')}[key]
         if profile.get(key, allowed[0]) not in allowed:

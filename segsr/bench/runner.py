@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
@@ -46,13 +47,19 @@ class Benchmark:
         source: Raw dataset to prepare ``data_root`` from when it is not prepared (default: ``data.source``).
         cache_dir: Where starting points are trained and found again (default:
             :func:`segsr.bench.options.default_cache_dir`).
+        jobs: Training runs at a time (each its own process): the starting points are independent of each other,
+            and the fine-tuned runs depend only on them. More than 1 fills a large GPU; on a CPU the runs share
+            its cores. Default: the profile's ``jobs``, else 1.
     """
 
     def __init__(self, profile: dict, out_dir: Optional[str] = None, data_root: Optional[str] = None,
                  device: Optional[str] = None, judge: Optional[str] = None, source: Optional[str] = None,
                  cache_dir: Optional[str] = None, deployed: Optional[str] = None,
-                 l1_start: Optional[str] = None) -> None:
+                 l1_start: Optional[str] = None, jobs: Optional[int] = None) -> None:
         self.profile = deepcopy(profile)
+        self.jobs = int(jobs or profile.get('jobs', 1))
+        if self.jobs < 1:
+            raise ValueError(f'jobs = {self.jobs}: at least one training run at a time.')
         self.out_dir = osp.abspath(out_dir or osp.join('experiments', profile['name']))
         self.device_name = device or profile.get('device', 'cpu')
         if self.device_name == 'cuda' and not torch.cuda.is_available():
@@ -169,6 +176,21 @@ class Benchmark:
         self._save_state('train', step_id, record, path=self._done_file(step_id))
         self.logger.info(f'{step_id}: done in {seconds / 60:.1f} min.')
 
+    def train_all(self) -> None:
+        """Train every step: the starting points, then the fine-tuned runs, ``jobs`` runs at a time."""
+        steps = self.builder.step_ids()
+        starts = [s for s in steps if self.builder.is_start(s)]
+        for group in (starts, [s for s in steps if s not in starts]):
+            if self.jobs == 1 or len(group) < 2:
+                for step_id in group:
+                    self.train(step_id)
+                continue
+            with ThreadPoolExecutor(min(self.jobs, len(group))) as pool:  # each run is a subprocess
+                futures = [pool.submit(self.train, step_id) for step_id in group]
+            errors = [f.exception() for f in futures if f.exception() is not None]
+            if errors:  # every run of the group has ended; the first failure's message names its log
+                raise errors[0]
+
     # 2. evaluation
     def val_dataset(self, kernel: Optional[str] = None):
         """The evaluation split with LR made by ``kernel`` (default: the training kernel, ``lq_downsample``).
@@ -179,6 +201,11 @@ class Benchmark:
         opt = dict(self.data.block(self.data.eval_split), phase='val', scale=self.builder.scale,
                    lq_downsample=kernel or self.profile.get('lq_downsample', 'matlab'))
         return build_dataset(opt)
+
+    @property
+    def eval_opt(self) -> dict:
+        """The profile's ``eval`` block (``grid_images``; ``niqe``: False skips NIQE, 0.5 s an image on a CPU)."""
+        return self.profile.get('eval') or {}
 
     @property
     def kernels(self) -> List[str]:
@@ -248,7 +275,7 @@ class Benchmark:
             predictors['own'] = own_predictor(row.own, self.options[step_id], self.builder.run_dir(step_id),
                                               self.device, step_id)
         metrics = psnr_ssim_metrics(self.builder.scale)
-        if kernel is None:
+        if kernel is None and self.eval_opt.get('niqe', True):
             metrics['niqe'] = dict(type='calculate_niqe', crop_border=self.builder.scale)
         scorer = TaskScorer(metrics, predictors, self.data.num_classes, self.data.ignore_index)
         result = evaluate_method(build_method(self.method_entry(row, step_id), self.device), dataset, scorer,
@@ -295,9 +322,9 @@ class Benchmark:
         Args:
             row: A table row.
         """
-        if row.step not in finetune_steps() or self._load_state('speed', row.key):
-            return
         spd = self.profile.get('speed') or {}
+        if row.step not in finetune_steps() or self._load_state('speed', row.key) or int(spd.get('iters', 10)) == 0:
+            return  # speed.iters 0: no timing (runs that share the machine with others time nothing useful)
         stage = self.profile['finetune']
         opt_path = self.write_options(self.row_runs(row)[0][1])
         self.logger.info(f'{row.label}: timing training steps ({spd.get("iters", 10)} steps, batch {stage["batch"]} '
@@ -313,13 +340,12 @@ class Benchmark:
         self.logger.info(f"Benchmark '{self.profile['name']}' ({self.profile['_path']}) on {self.data.root} "
                          f'(train {self.data.train_split}, evaluate {self.data.eval_split}), device {self.device}, '
                          f'seeds {self.builder.seeds}, out {self.out_dir}, starting points in {self.builder.cache_dir}')
-        for step_id in self.builder.step_ids():
-            self.train(step_id)
+        self.train_all()
         dataset = self.val_dataset()
         nets = {name: build_judge({'network': self.builder.frozen_network(name),
                                    'path': self.builder.checkpoint(name, 'task'), 'param_key': 'params'},
                                   self.device, name) for name in self.builder.judge_names}
-        keep = grid_indices(len(dataset), int((self.profile.get('eval') or {}).get('grid_images', 3)))
+        keep = grid_indices(len(dataset), int(self.eval_opt.get('grid_images', 3)))
         for row in self.rows:
             for seed, step_id in self.row_runs(row):
                 self.evaluate(row, seed, step_id, dataset, nets, keep)
