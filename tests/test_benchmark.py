@@ -101,6 +101,21 @@ def test_starting_points_are_cached_by_their_options():
     assert given.checkpoint('judge', 'task') == a.checkpoint('judge', 'task')
 
 
+@pytest.mark.parametrize('name', ['quick_transfer', 'quick_transfer_views', 'quick_transfer_ffl',
+                                  'quick_transfer_sr4ir_guards'])
+def test_gpu_profiles_train_what_their_cpu_profiles_train(name):
+    """options/benchmark/gpu/<name>.yml changes only how the runs run (device, workers, jobs, scoring extras): the
+    same starting points (cache keys) and the same fine-tuning options, less the loader's settings."""
+    cpu, gpu = (load_profile(os.path.join(REPO, 'options', 'benchmark', *parts, f'{name}.yml')) for parts in ((), ('gpu',)))
+    assert gpu['device'] == 'cuda' and gpu['jobs'] > 1 and gpu['eval']['niqe'] is False
+    a, b = (OptionBuilder(p, DATA, '/out', p.get('device', 'cpu'), '/cache') for p in (cpu, gpu))
+    assert a.start_steps == b.start_steps and all(a.run_dir(s) == b.run_dir(s) for s in a.start_steps)
+    strip = lambda opt: {k: v for k, v in opt.items() if k not in ('name', 'num_gpu', 'datasets')}
+    for step in a.step_ids():
+        if not a.is_start(step):
+            assert strip(a.all()[step]) == strip(b.all()[step]), step
+
+
 def test_full_profile_uses_cuda_bf16_and_paper_sizes():
     p = load_profile('full')
     assert p['device'] == 'auto' and p['amp'] == 'auto' and p['finetune']['perceptual_weight'] > 0
@@ -195,7 +210,9 @@ def test_the_recipe_registry_drives_the_rows_and_the_seeded_steps(tmp_path):
     assert 'bad' not in REGISTRY
 
 
-@pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(REPO, 'options', 'benchmark', '*.yml'))), ids=os.path.basename)
+@pytest.mark.parametrize('path', sorted(glob.glob(os.path.join(REPO, 'options', 'benchmark', '*.yml')) +
+                                         glob.glob(os.path.join(REPO, 'options', 'benchmark', 'gpu', '*.yml'))),
+                         ids=lambda p: os.path.relpath(p, os.path.join(REPO, 'options', 'benchmark')))
 def test_shipped_ablation_profiles_build(path):
     profile = load_profile(path)
     opts = OptionBuilder(profile, DATA, '/out', 'cpu', '/cache').all()
@@ -337,7 +354,7 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
     assert list(rows) == [r.key for r in ROWS]
     for row in ROWS:
         s = rows[row.key]['summary']
-        for key in ('judge_miou', 'deployed_miou', 'judge_pixacc', 'ssim', 'niqe') + (('psnr', ) if row.kind != 'hr' else ()):
+        for key in ('judge_miou', 'deployed_miou', 'judge_pixacc', 'ssim', 'niqe', 'grid') + (('psnr', ) if row.kind != 'hr' else ()):
             assert s[key] is not None and math.isfinite(s[key]), (row.key, key, s[key])
         if row.own:
             assert 0 <= s['own_miou'] <= 100
@@ -372,7 +389,8 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
     assert '## Transfer: LR from `blur_jpeg` (never trained on)' in table and 'judge_lraspp mIoU - S->T' in table
     assert 'judge_miou_sd' in rows['sfms']['summary'] and 'judge_miou_sd' not in rows['esrgan']['summary']
     assert rows['esrgan']['speed']['x_esrgan_time'] == 1.0
-    assert rows['hr']['summary']['ssim'] == pytest.approx(1.0)
+    assert rows['hr']['summary']['ssim'] == pytest.approx(1.0) and rows['hr']['summary']['grid'] == 0.0
+    assert '| method | PSNR-Y | grid % |' in table
     grid = cv2.imread(str(out / 'grid.png'))
     plot = cv2.imread(str(out / 'miou_vs_psnr.png'))
     assert grid is not None and plot is not None and plot.shape[0] > 100
@@ -523,3 +541,11 @@ def test_smoke_sr_for_my_segmenter_through_a_torchscript_file(tmp_path):
     opt = yaml.safe_load((tmp_path / 'out' / 'options' / 'sfms_s0.yml').read_text())
     assert opt['network_task']['type'] == 'ImportedSegNet' and opt['network_task']['path'] == script
     assert not any(p.startswith('deployed') for p in os.listdir(tmp_path / 'cache'))  # never trained
+
+
+def test_grid_names_a_missing_picture(tmp_path):
+    from segsr.bench.report import grid
+
+    record = {'key': 's2t', 'label': 'S->T', 'pictures': {'0': str(tmp_path / 'pictures' / 's2t_s0_0')}}
+    with pytest.raises(FileNotFoundError, match=r"s2t_s0_0_sr.png .*row 's2t', image 0.*state/eval_"):
+        grid([record], None, [0])

@@ -138,3 +138,25 @@ def test_paired_bootstrap_errors():
         paired_block_bootstrap(mats, mats, block=0)
     with pytest.raises(ValueError, match=r'\(N, C, C\)'):
         paired_block_bootstrap(mats[:, 0], mats[:, 0])
+
+
+def test_grid_share_finds_a_pattern_repeated_every_lr_pixel():
+    """An error repeated every `scale` pixels has nearly all its energy at the LR grid's harmonics; an error without
+    structure about the mask's share of the bins; equal images 0; the metric is reachable through BasicSR's registry."""
+    from basicsr.metrics import calculate_metric
+
+    from segsr.metrics import calculate_grid_share, lr_grid_mask
+
+    rng = np.random.default_rng(0)
+    hr = rng.uniform(40, 200, (96, 128, 3))
+    tile = rng.normal(0, 8, (4, 4, 1))
+    gridded = hr + np.tile(tile, (24, 32, 3))
+    noisy = hr + rng.normal(0, 8, hr.shape)
+    assert calculate_grid_share(gridded, hr, crop_border=0, scale=4) > 99
+    mask_share = 100 * lr_grid_mask(96, 128, 4).mean()
+    assert 0.3 * mask_share < calculate_grid_share(noisy, hr, crop_border=0, scale=4) < 3 * mask_share
+    assert calculate_grid_share(hr, hr, crop_border=4) == 0.0
+    opt = dict(type='calculate_grid_share', crop_border=4, scale=4)
+    assert calculate_metric(dict(img=gridded, img2=hr), opt) == calculate_grid_share(gridded, hr, 4, scale=4)
+    with pytest.raises(ValueError, match='shapes differ'):
+        calculate_grid_share(hr, hr[:64], crop_border=0)

@@ -59,7 +59,12 @@ def grid(records: List[dict], dataset, keep: List[int]) -> np.ndarray:
         pics = {}
         for idx in keep:
             base = r['pictures'][str(idx)]
-            pics[idx] = (cv2.cvtColor(cv2.imread(base + '_sr.png'), cv2.COLOR_BGR2RGB), np.load(base + '_pred.npy'))
+            sr = cv2.imread(base + '_sr.png')
+            if sr is None or not osp.isfile(base + '_pred.npy'):
+                raise FileNotFoundError(f"{base}_sr.png / _pred.npy (row '{r['key']}', image {idx}): a saved picture of "
+                                        'an evaluation is missing (moved output folder?); delete its state/eval_*.json '
+                                        'to score that row again.')
+            pics[idx] = (cv2.cvtColor(sr, cv2.COLOR_BGR2RGB), np.load(base + '_pred.npy'))
         results['HR' if r['key'] == 'hr' else r['label'].split(' (')[0]] = {'pictures': pics}
     return picture_grid(dataset, results, keep)
 
@@ -122,7 +127,9 @@ kernel (95% paired block-bootstrap interval; several seeds: mean, range, seeds w
 judge_<name> never trained with any SR method (judge_<name>: other architecture families); deployed is the network
 the task-aware rows train through. transfer ratio: mean gain of the judge_<name> nets / the deployed net's gain (of
 the seeds' means): 1 = the gain holds for networks the SR never saw, 0 = it is tied to the deployed network; it is
-only meaningful where the deployed gain's interval is above 0.
+only meaningful where the deployed gain's interval is above 0. grid %: the share of the error spectrum (SR - HR,
+Y) at the LR pixel grid's harmonics (segsr.metrics.calculate_grid_share; about 0.1 for an error without a pattern,
+higher for a periodic grid).
 """
 
 
@@ -215,14 +222,14 @@ def transfer_table(records: List[dict], names: List[str], others: List[str], ker
         train_kernel: The training kernel's name (the title).
     """
     title = f'LR from `{kernel}` (never trained on)' if kernel else f'LR from `{train_kernel}` (the training kernel)'
-    header = ['method', 'PSNR-Y'] + [f'{n} mIoU - S->T' for n in names] + ['transfer ratio']
+    header = ['method', 'PSNR-Y', 'grid %'] + [f'{n} mIoU - S->T' for n in names] + ['transfer ratio']
     rows = []
     for r in records:
         parts = [_run_part(run, kernel) for run in r['runs']]
         if r['key'] == 'hr' and kernel or any(p is None for p in parts):
             continue
         summary = aggregate([p['summary'] for p in parts])
-        cells = [r['label'], _mean_sd(summary, 'psnr', 2)]
+        cells = [r['label'], _mean_sd(summary, 'psnr', 2), _mean_sd(summary, 'grid', 2)]
         for name in names:
             mean = _mean_sd(summary, f'{name}_miou', 2)
             delta = _delta({'key': r['key'], 'runs': parts}, name)

@@ -275,6 +275,7 @@ class Benchmark:
             predictors['own'] = own_predictor(row.own, self.options[step_id], self.builder.run_dir(step_id),
                                               self.device, step_id)
         metrics = psnr_ssim_metrics(self.builder.scale)
+        metrics['grid'] = dict(type='calculate_grid_share', crop_border=self.builder.scale, scale=self.builder.scale)
         if kernel is None and self.eval_opt.get('niqe', True):
             metrics['niqe'] = dict(type='calculate_niqe', crop_border=self.builder.scale)
         scorer = TaskScorer(metrics, predictors, self.data.num_classes, self.data.ignore_index)

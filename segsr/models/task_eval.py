@@ -26,7 +26,7 @@ from segsr.weights import eval_mode, freeze, load_checkpoint, weights_included
 from segsr.utils.visual import colorize, make_panel, tensor_to_rgb
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
-_NEEDS_REFERENCE = ('calculate_psnr', 'calculate_ssim', 'calculate_psnr_pt', 'calculate_ssim_pt')
+_NEEDS_REFERENCE = ('calculate_psnr', 'calculate_ssim', 'calculate_psnr_pt', 'calculate_ssim_pt', 'calculate_grid_share')
 _UNDEFINED_OK = ('calculate_niqe', )  # metrics that can be undefined on an image: averaged over the others
 
 
