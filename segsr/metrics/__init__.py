@@ -1,6 +1,9 @@
-"""Task metrics: confusion-matrix mIoU / pixel accuracy accumulated over a whole set, and paired intervals."""
-from segsr.metrics.bootstrap import PairedInterval, miou_of, paired_block_bootstrap
+"""Task metrics: segmentation (confusion-matrix mIoU / pixel accuracy over a whole set), detection (COCO mAP through
+torchmetrics), classification (top-k), and paired bootstrap intervals of their differences."""
+from segsr.metrics.bootstrap import PairedInterval, miou_of, paired_block_bootstrap, paired_image_bootstrap
+from segsr.metrics.cls_metrics import ClassificationScores
+from segsr.metrics.det_metrics import DetectionScores
 from segsr.metrics.seg_metrics import ConfusionMatrix, SegMetricResult, confusion_matrix
 
 __all__ = ['ConfusionMatrix', 'SegMetricResult', 'confusion_matrix', 'PairedInterval', 'miou_of',
-           'paired_block_bootstrap']
+           'paired_block_bootstrap', 'paired_image_bootstrap', 'ClassificationScores', 'DetectionScores']
