@@ -45,6 +45,8 @@ setup(
         'safetensors>=0.4',
         'spandrel>=0.4',  # architecture detection of bare SR checkpoints
         'tqdm>=4.60',
+        'torchmetrics>=1.4',  # detection mAP (segsr.metrics.det_metrics): MeanAveragePrecision on pycocotools
+        'pycocotools>=2.0.7',  # COCOeval, the backend torchmetrics' mAP runs
     ],
     extras_require={
         'dev': ['pytest>=8', 'open_clip_torch>=2.20', 'lpips>=0.1.4', 'onnx>=1.16', 'onnxruntime>=1.18',
