@@ -1,4 +1,5 @@
-"""Upscale images with any SR checkpoint, optionally with what a segmenter makes of them (``segsr-infer``).
+"""Upscale images with any SR checkpoint, optionally with what a segmenter, a detector or a classifier makes of them
+(``segsr-infer``).
 
 ``python -m segsr.inference -i INPUT -o OUTPUT_DIR -m MODEL`` upscales a file, every image of a folder (sorted), or
 the files a glob matches, and writes ``<stem>_<suffix>.<ext>`` per image. MODEL is a checkpoint (``.pth``, ``.pt``,
@@ -20,12 +21,15 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from segsr.report import write_json  # noqa: E402
+from segsr.tasks import predictor_output, task_of_network  # noqa: E402
 from segsr.utils.image_io import ALPHA_EXTS, IMAGE_EXTS, read_image, split_image, write_image  # noqa: E402
 from segsr.utils.model_io import LoadedNetwork, load_generator, load_segmenter  # noqa: E402
 from segsr.utils.upsampler import Upsampler, tile_process  # noqa: E402
 from segsr.utils.visual import make_panel, overlay, save_palette_png, save_rgb  # noqa: E402
 
 SEG_FILES = ('seg', 'seg_index', 'overlay')
+RECOGNITION_TASKS = ('det', 'cls')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -66,6 +70,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'palette.')
     parser.add_argument('--seg-compare', action='store_true',
                         help='Also segment the bicubic upscale and write <stem>_seg_compare.png (bicubic | SR).')
+    for task, what, files in (('det', 'Detector', '<stem>_det.png (SR with the boxes scoring >= 0.5 drawn) and '
+                               '<stem>_det.json (every box: box, score, class)'),
+                              ('cls', 'Classifier', '<stem>_cls.png (SR captioned with the predicted class) and '
+                               '<stem>_cls.json (class, probability, top 5)')):
+        parser.add_argument(f'--{task}', default=None, help=f'{what} checkpoint: also write {files}.')
+        parser.add_argument(f'--{task}-network', default=None,
+                            help=f"Network block of --{task} (e.g. '{{type: Torchvision{task.capitalize()}Net, ...}}' "
+                            'or the training options file); not needed for net_task_*.pth written by segsr.')
+    parser.add_argument('--class-names', default=None,
+                        help='Class names of --det / --cls: a comma-separated list or a text file with one name per '
+                        "line (default: '0', '1', ...).")
     return parser.parse_args(argv)
 
 
@@ -119,7 +134,9 @@ def outputs_exist(in_path: str, args: argparse.Namespace) -> bool:
                   for alpha in (False, True))
     seg_done = not args.seg or all(os.path.exists(p) for p in seg_paths(in_path, args.output,
                                                                         args.seg_compare).values())
-    return sr_done and seg_done
+    tasks_done = all(os.path.exists(p) for task in RECOGNITION_TASKS if getattr(args, task)
+                     for p in task_paths(in_path, args.output, task).values())
+    return sr_done and seg_done and tasks_done
 
 
 class SegWriter:
@@ -160,12 +177,78 @@ class SegWriter:
             save_rgb(paths['seg_compare'], make_panel([bic_overlay, sr_overlay], ['bicubic + seg', 'SR + seg']))
 
 
+def task_paths(in_path: str, out_dir: str, task: str) -> Dict[str, str]:
+    """Outputs of a detector / classifier for one image: ``<stem>_<task>.png`` and ``<stem>_<task>.json``."""
+    stem = os.path.splitext(os.path.basename(in_path))[0]
+    return {'png': os.path.join(out_dir, f'{stem}_{task}.png'), 'json': os.path.join(out_dir, f'{stem}_{task}.json')}
+
+
+def read_class_names(value: Optional[str], num_classes: int, option_name: str = '--class-names') -> List[str]:
+    """Class names from a comma-separated list or a file with one per line; ``'0', '1', ...`` without one.
+
+    Raises:
+        ValueError: not ``num_classes`` names, naming the option.
+    """
+    if not value:
+        return [str(i) for i in range(num_classes)]
+    if os.path.isfile(value):
+        with open(value, 'r', encoding='utf-8') as f:
+            names = [line.strip() for line in f if line.strip()]
+    else:
+        names = [name.strip() for name in value.split(',') if name.strip()]
+    if len(names) != num_classes:
+        raise ValueError(f"Option '{option_name}' gives {len(names)} names but the network has {num_classes} classes.")
+    return names
+
+
+class RecognitionWriter:
+    """Runs a detector or a classifier on the SR image and writes its picture and a JSON file of its prediction.
+
+    Args:
+        loaded: The task network (:func:`segsr.utils.model_io.load_segmenter` loads any task network).
+        task_name: ``det`` or ``cls``: the network must solve this task.
+        class_names: Names of its classes.
+        option_name: The option that named the checkpoint, for errors.
+    """
+
+    def __init__(self, loaded: LoadedNetwork, task_name: str, class_names: Sequence[str], option_name: str) -> None:
+        self.task = task_of_network(loaded.net)
+        if self.task.name != task_name:
+            raise ValueError(f"Option '{option_name}': {type(loaded.net).__name__} solves '{self.task.name}', not "
+                             f"'{task_name}'.")
+        self.loaded, self.class_names = loaded, list(class_names)
+        self.num_classes = int(loaded.net.num_classes)
+
+    @torch.no_grad()
+    def write(self, paths: Dict[str, str], sr: np.ndarray) -> None:
+        """Write ``paths['png']`` and ``paths['json']`` for the SR image ``sr`` (as read / written by segsr)."""
+        rgb = split_image(sr)[0]
+        tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].float()
+        raw = predictor_output(self.loaded.net(tensor.to(self.loaded.device)))
+        prediction = self.task.meter(self.num_classes, class_names=self.class_names).add(raw, None)
+        save_rgb(paths['png'], self.task.picture(tensor, prediction, None, self.num_classes, None, self.class_names,
+                                                 self.task.name, 'SR'))
+        write_json(paths['json'], self.task.to_json(prediction, self.class_names))
+
+
+def build_task_writers(args: argparse.Namespace, device: torch.device) -> Dict[str, RecognitionWriter]:
+    """The :class:`RecognitionWriter` of ``--det`` and ``--cls`` (those given)."""
+    writers = {}
+    for task in RECOGNITION_TASKS:
+        if getattr(args, task):
+            loaded = load_segmenter(getattr(args, task), getattr(args, f'{task}_network'), device,
+                                    option_name=f'--{task}', network_option=f'--{task}-network')
+            names = read_class_names(args.class_names, int(loaded.net.num_classes))
+            writers[task] = RecognitionWriter(loaded, task, names, f'--{task}')
+    return writers
+
+
 def _to_uint8(rgb: np.ndarray) -> np.ndarray:
     return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
 
 
-def process_image(path: str, args: argparse.Namespace, upsampler: Upsampler,
-                  seg_writer: Optional[SegWriter]) -> None:
+def process_image(path: str, args: argparse.Namespace, upsampler: Upsampler, seg_writer: Optional[SegWriter],
+                  task_writers: Optional[Dict[str, RecognitionWriter]] = None) -> None:
     """Upscale one image and write its outputs.
 
     Raises:
@@ -180,6 +263,8 @@ def process_image(path: str, args: argparse.Namespace, upsampler: Upsampler,
     write_image(out_path, sr)
     if seg_writer is not None:
         seg_writer.write(seg_paths(path, args.output, args.seg_compare), sr, img)
+    for task, writer in (task_writers or {}).items():
+        writer.write(task_paths(path, args.output, task), sr)
 
 
 def build_seg_writer(args: argparse.Namespace, device: torch.device, outscale: float) -> Optional[SegWriter]:
@@ -206,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_generator(args.model, args.network, device, option_name='--model', network_option='--network')
     upsampler = Upsampler(model, args.tile, args.tile_pad, args.pre_pad, args.precision, args.outscale)
     seg_writer = build_seg_writer(args, device, upsampler.outscale)
+    task_writers = build_task_writers(args, device)
     inputs = iter_inputs(args.input)
     single = os.path.isfile(args.input)
     logger.info(f'{model.source}: x{model.scale}, output x{upsampler.outscale:g}, tile {args.tile}, {args.precision}, '
@@ -216,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         try:
-            process_image(path, args, upsampler, seg_writer)
+            process_image(path, args, upsampler, seg_writer, task_writers)
         except (ValueError, OSError) as err:
             if single:
                 raise

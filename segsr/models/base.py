@@ -14,6 +14,7 @@ from basicsr.archs import build_network
 from basicsr.utils import get_root_logger
 from torch import Tensor, nn
 
+from segsr.tasks import Task, get_task
 from segsr.utils import checkpoint
 from segsr.utils.options import build_optimizer, build_optimizer_from_opt, build_scheduler
 from segsr.weights import basicsr_state_dict, freeze, load_checkpoint, load_into, pretrain_option_name, read_weights
@@ -39,6 +40,8 @@ class SegsrModelMixin:
     def __init__(self, opt: dict) -> None:
         self.optimizer_keys: List[Optional[str]] = []  # train.optim_* key of each optimizer in self.optimizers
         self.seg: Optional[Tensor] = None  # the batch's label map
+        self.task: Task = get_task('seg')  # the task the model trains and scores for (models set their own)
+        self.targets = None  # the batch's targets of self.task (self.seg for segmentation)
         self.task_validator: Optional['TaskValidator'] = None
         super().__init__(opt)  # BasicSR builds the networks and, for training, calls init_training_settings
 
@@ -126,14 +129,18 @@ class SegsrModelMixin:
         self.net_g_ema.eval()
 
     def feed_labels(self, data: dict) -> None:
-        """Take the batch's ``seg`` label map (None when the dataset has none, e.g. an unlabelled val set)."""
+        """Take the batch's targets of :attr:`task` (``self.targets``; None when the dataset has none, e.g. an
+        unlabelled val set) and its ``seg`` label map (``self.seg``)."""
         self.seg = data['seg'].to(self.device) if 'seg' in data else None
+        self.targets = self.task.targets(data, self.device)
 
     def require_labels(self) -> None:
-        """Raise ``KeyError`` when a training batch came without ``seg`` (call at the start of a training step)."""
-        if self.seg is None:
-            raise KeyError(f"{type(self).__name__}: the training batch has no 'seg'; 'datasets.train' must return "
-                           'label maps (PairedImageSegDataset).')
+        """Raise ``KeyError`` when a training batch came without the task's targets (call at the start of a
+        training step)."""
+        if self.targets is None:
+            key = self.task.target_keys[0]
+            raise KeyError(f"{type(self).__name__}: the training batch has no '{key}'; 'datasets.train' must return "
+                           f"{self.task.name} targets ({', '.join(self.task.dataset_types)}).")
 
     def get_current_learning_rate(self) -> List[float]:
         return [group['lr'] for group in self.optimizers[0].param_groups]
@@ -199,13 +206,20 @@ class SegsrModelMixin:
         return freeze(net.to(self.device))
 
 
-def require_labelled_train_data(opt: dict, model_name: str) -> None:
-    """Raise ``ValueError`` unless ``datasets.train`` declares ``num_classes`` (i.e. returns label maps)."""
+def require_labelled_train_data(opt: dict, model_name: str, task: Optional[Task] = None) -> None:
+    """Raise ``ValueError`` unless ``datasets.train`` returns the targets of ``task`` (default segmentation): for
+    segmentation it declares ``num_classes`` (i.e. returns label maps), for another task its type is one of the
+    task's datasets."""
+    task = task or get_task('seg')
     train_set = (opt.get('datasets') or {}).get('train') or {}
-    if 'num_classes' not in train_set:
-        raise ValueError(f"{model_name} needs labelled training data: 'datasets.train' (type "
-                         f"'{train_set.get('type')}') must provide 'seg', e.g. PairedImageSegDataset with "
-                         "'dataroot_seg' and 'num_classes'.")
+    labelled = 'num_classes' in train_set if task.name == 'seg' else train_set.get('type') in task.dataset_types
+    if labelled:
+        return
+    example = ("PairedImageSegDataset with 'dataroot_seg' and 'num_classes'" if task.name == 'seg'
+               else ' or '.join(task.dataset_types))
+    raise ValueError(f"{model_name} needs labelled training data: 'datasets.train' (type "
+                     f"'{train_set.get('type')}') must provide '{task.target_keys[0]}' for its {task.name} "
+                     f'network, e.g. {example}.')
 
 
 def dataset_num_classes(opt: dict) -> dict:

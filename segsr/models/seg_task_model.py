@@ -1,4 +1,5 @@
-"""Train a segmentation network through BasicSR's pipeline (the papers' H->T and L->T rows, and the judge)."""
+"""Train a task network (segmentation, detection, classification) through BasicSR's pipeline: the papers' H->T and
+L->T rows, and the judges."""
 import os
 from collections import OrderedDict
 from typing import Dict
@@ -10,10 +11,10 @@ from basicsr.losses import build_loss
 from basicsr.models.base_model import BaseModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from segsr.metrics import ConfusionMatrix
 from segsr.models.base import SegsrModelMixin, check_num_classes
-from segsr.models.task_eval import seg_logits, seg_picture
+from segsr.models.task_eval import predictor_output
 from segsr.models.validation import class_names_of, log_per_class_iou, log_validation, record_best_metrics
+from segsr.tasks import task_of_network
 from segsr.utils.visual import save_rgb
 from segsr.weights import eval_mode
 
@@ -27,22 +28,25 @@ def upsample_bicubic(lq: torch.Tensor, size) -> torch.Tensor:
 
 @MODEL_REGISTRY.register()
 class SegTaskModel(SegsrModelMixin, BaseModel):
-    """Segmentation network trained on HR images or on bicubic-upsampled LR images.
+    """A task network trained on HR images or on bicubic-upsampled LR images (any task: the network's ``task``).
 
     Options:
-        network_task: Task network block (e.g. ``{type: SegUNet, num_classes: 11}``); saved as ``net_task``. A
+        network_task: Task network block (e.g. ``{type: SegUNet, num_classes: 11}``, ``{type: TorchvisionDetNet,
+            ...}``, ``{type: TorchvisionClsNet, ...}``); saved as ``net_task``. A
             :class:`~segsr.archs.seg_aware_discriminator_arch.SegAwareDiscriminator` (no semantic input) works too:
             its segmentation head (output ``'seg'``) is trained on the task, which warm-starts the segmentation-aware
             GAN's task branch (``path.pretrain_network_d`` = the saved ``net_task``).
         task_input: ``hr`` (H->T, default) or ``lq_bicubic`` (L->T: the dataset's LR image upsampled by bicubic).
-        train.seg_opt: Loss block, e.g. ``{type: SegCrossEntropyLoss, ignore_index: 255}``.
+        train.seg_opt / train.task_opt: The task loss block (one of them), e.g. ``{type: SegCrossEntropyLoss,
+            ignore_index: 255}``, ``{type: DetectionLoss}``, ``{type: ClassCrossEntropyLoss}``; logged ``l_<task>``.
         train.aux_weight: Weight of the same loss on the aux head's logits when the net has one. Default: 0.4.
         train.optim_task: Optimizer block (``Adam``, ``AdamW``, ``SGD``, ...); train.scheduler: any scheduler.
-        val.metrics: ignored; validation reports ``miou``, ``pixacc``, ``macc`` and per-class IoU.
+        val.metrics: ignored; validation reports the task's metrics (``miou``, ``pixacc``, ``macc`` and per-class
+            IoU; ``map``, ``map_50``, ``map_75`` and per-class AP; ``top1``, ``top5`` and per-class accuracy).
     """
 
     OPTION_KEYS = {'': ('task_input', 'network_task'),
-                   'train': ('seg_opt', 'aux_weight', 'optim_task', 'scheduler_task')}
+                   'train': ('seg_opt', 'task_opt', 'aux_weight', 'optim_task', 'scheduler_task')}
 
     def __init__(self, opt: dict) -> None:
         super().__init__(opt)
@@ -52,11 +56,12 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
             raise ValueError(f"Option 'task_input' = '{self.task_input}' is not one of {list(TASK_INPUTS)}.")
         net_opt = opt.get('network_task')
         if not isinstance(net_opt, dict):
-            raise ValueError("Option 'network_task' (the segmentation network block) is required by SegTaskModel.")
+            raise ValueError("Option 'network_task' (the task network block) is required by SegTaskModel.")
         self.net_task = build_network(net_opt)
         if getattr(self.net_task, 'semantic_dim', None):
             raise ValueError("Option 'network_task' is a semantic-conditioned discriminator (semantic_dim = "
                              f'{self.net_task.semantic_dim}); SegTaskModel feeds images only: drop semantic_dim.')
+        self.task = task_of_network(self.net_task)
         self.num_classes = int(self.net_task.num_classes)
         check_num_classes(opt, self.num_classes, 'network_task.num_classes')
         self.net_task = self.model_to_device(self.net_task)
@@ -72,9 +77,12 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
     def init_training_settings(self) -> None:
         train_opt = self.opt['train']
         self.net_task.train()
-        if not train_opt.get('seg_opt'):
-            raise ValueError("Option 'train.seg_opt' (e.g. {type: SegCrossEntropyLoss}) is required by SegTaskModel.")
-        self.cri_seg = build_loss(train_opt['seg_opt']).to(self.device)
+        given = [key for key in ('seg_opt', 'task_opt') if train_opt.get(key)]
+        if len(given) != 1:
+            raise ValueError("SegTaskModel needs exactly one loss block, 'train.seg_opt' or 'train.task_opt' (e.g. "
+                             f"{{type: {self.task.loss_types[0]}}}); got {['train.' + k for k in given] or 'none'}.")
+        self.cri_task = build_loss(train_opt[given[0]]).to(self.device)
+        self.task.check_loss(self.cri_task, f'train.{given[0]}')
         has_aux = getattr(self.bare_net, 'has_aux', False)  # SegAwareDiscriminator: no aux head
         self.aux_weight = float(train_opt.get('aux_weight', 0.4)) if has_aux else 0.0
         self.optimizer_task = self.build_optimizer('optim_task', self.net_task.parameters())
@@ -83,10 +91,10 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
     def feed_data(self, data: Dict[str, torch.Tensor]) -> None:
         self.gt = data['gt'].to(self.device)
         self.lq = data['lq'].to(self.device) if 'lq' in data else None
-        if 'seg' not in data:
-            raise KeyError("SegTaskModel needs labelled data: the dataset must return 'seg' "
-                           '(use PairedImageSegDataset).')
-        self.seg = data['seg'].to(self.device)
+        self.feed_labels(data)
+        if self.targets is None:
+            raise KeyError(f"SegTaskModel needs labelled data: the dataset must return "
+                           f"'{self.task.target_keys[0]}' (use {' or '.join(self.task.dataset_types)}).")
 
     def task_image(self) -> torch.Tensor:
         """The image the task network sees: HR, or LR upsampled by bicubic to HR size."""
@@ -98,22 +106,17 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
 
     def optimize_parameters(self, current_iter: int) -> None:
         self.optimizer_task.zero_grad()
-        out = self.net_task(self.task_image())
-        loss_dict = OrderedDict()
-        l_total = l_seg = self.cri_seg(seg_logits(out), self.seg)
-        loss_dict['l_seg'] = l_seg
-        if self.aux_weight > 0 and 'aux' in out:
-            l_aux = self.aux_weight * self.cri_seg(out['aux'], self.seg)
-            l_total = l_total + l_aux
-            loss_dict['l_seg_aux'] = l_aux
-        l_total.backward()
+        terms = self.task.loss_terms(self.net_task, self.task_image(), self.targets, self.cri_task, self.aux_weight)
+        loss_dict = OrderedDict((f'l_{self.task.name}' + (f'_{name}' if name else ''), value)
+                                for name, value in terms.items())
+        sum(loss_dict.values()).backward()
         self.optimizer_task.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
     @torch.no_grad()
     def test(self) -> None:
         with eval_mode(self.bare_net) as net:  # bare module: no DDP buffer broadcast on a single validating rank
-            self.output = seg_logits(net(self.task_image()))
+            self.output = predictor_output(net(self.task_image()))
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:
         if self.opt['rank'] == 0:
@@ -122,30 +125,31 @@ class SegTaskModel(SegsrModelMixin, BaseModel):
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img) -> None:
         dataset = dataloader.dataset
         dataset_name = dataset.opt['name']
-        matrix = ConfusionMatrix(self.num_classes, dataset.opt.get('ignore_index', 255))
+        meter = self.task.meter(self.num_classes, dataset.opt.get('ignore_index', 255), class_names_of(dataset))
         for val_data in dataloader:
             self.feed_data(val_data)
             self.test()
-            matrix.update(self.output, self.seg)
+            prediction = meter.add(self.output, self.targets)
             if save_img:
-                self._save_prediction(val_data, current_iter, dataset_name, getattr(dataset, 'palette', None))
-        res = matrix.compute()
-        self.metric_results = {'miou': res.miou, 'pixacc': res.pixel_acc, 'macc': res.mean_acc}
+                self._save_prediction(val_data, prediction, current_iter, dataset)
+        summary = meter.summary()
+        self.metric_results = {k: float(v) for k, v in summary.items() if not isinstance(v, list)}
         record_best_metrics(self.best_metric_results, None, dataset_name, self.metric_results, current_iter)
         log_validation(f'Validation {dataset_name} ({self.task_input} input)', dataset_name, self.metric_results,
                        self.best_metric_results, current_iter, tb_logger)
-        log_per_class_iou({'task_iou': res.iou}, dataset_name, class_names_of(dataset))
+        log_per_class_iou({f'task_{k}': v for k, v in summary.items() if isinstance(v, list)}, dataset_name,
+                          class_names_of(dataset))
 
-    def _save_prediction(self, val_data, current_iter, dataset_name, palette) -> None:
+    def _save_prediction(self, val_data, prediction, current_iter, dataset) -> None:
         img_name = os.path.splitext(os.path.basename(val_data['gt_path'][0]))[0]
-        folder = os.path.join(self.opt['path']['visualization'], img_name if self.opt['is_train'] else dataset_name)
-        panel = seg_picture(self.task_image(), self.output.argmax(1)[0].cpu().numpy(), self.seg, palette,
-                            self.num_classes, 'prediction', image_caption=f'{self.task_input} input')
-        save_rgb(os.path.join(folder, f'{img_name}_{current_iter}_seg.png'), panel)
+        folder = os.path.join(self.opt['path']['visualization'], img_name if self.opt['is_train'] else dataset.opt['name'])
+        panel = self.task.picture(self.task_image(), prediction, self.targets, self.num_classes,
+                                  getattr(dataset, 'palette', None), class_names_of(dataset), 'prediction',
+                                  f'{self.task_input} input')
+        save_rgb(os.path.join(folder, f'{img_name}_{current_iter}{self.task.picture_suffix()}.png'), panel)
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:
-        return OrderedDict(input=self.task_image().detach().cpu(), pred=self.output.argmax(1).detach().cpu(),
-                           seg=self.seg.detach().cpu())
+        return OrderedDict(input=self.task_image().detach().cpu())
 
     def saved_networks(self) -> Dict[str, torch.nn.Module]:
         return {'net_task': self.net_task}

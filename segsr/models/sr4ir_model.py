@@ -34,7 +34,8 @@ from segsr.models.content import content_loss
 from segsr.models.task_eval import Predictor, network_predictor
 from segsr.models.task_feature import TDPTerm
 from segsr.models.validation import TaskValidator
-from segsr.weights import eval_mode, freeze, frozen_eval, weights_included
+from segsr.tasks import task_of_network
+from segsr.weights import eval_mode, freeze, weights_included
 
 SR_LOSSES = ('pixel_opt', 'perceptual_opt', 'frequency_opt', 'tdp_opt', 'sr_ce_opt')
 TASK_VIEWS = ('sr', 'hr', 'cqmix')  # train.task_<view>_opt
@@ -42,11 +43,18 @@ TASK_VIEWS = ('sr', 'hr', 'cqmix')  # train.task_<view>_opt
 
 @MODEL_REGISTRY.register()
 class SR4IRModel(SegsrModelMixin, SRModel):
-    """SR network (``network_g``) and segmentation network (``network_task``) trained alternately.
+    """SR network (``network_g``) and task network (``network_task``) trained alternately.
+
+    The task is the task network's (:mod:`segsr.tasks`): segmentation, detection or classification; the data must
+    return its targets (``PairedImageSegDataset``, ``PairedImageDetDataset``, ``PairedImageClsDataset``), and the task
+    losses are its losses (``SegCrossEntropyLoss``, ``DetectionLoss``, ``ClassCrossEntropyLoss``). A detector computes
+    its losses itself, one forward pass per view; CQMix images keep the batch's boxes (SR and HR pixels sit at the
+    same places).
 
     Options on top of BasicSR's ``SRModel`` ones (``network_g``, ``path.pretrain_network_g``, ``train.ema_decay``):
-        network_task: Task network block (a :class:`SegTaskNet`, e.g. ``{type: SegUNet, num_classes: 11}``);
-            weights from ``path.pretrain_network_task`` (``param_key_task``, ``strict_load_task``); saved as
+        network_task: Task network block (e.g. ``{type: SegUNet, num_classes: 11}``, ``{type: TorchvisionDetNet,
+            arch: fasterrcnn_mobilenet_v3_large_fpn, num_classes: 3}``, ``{type: TorchvisionClsNet, arch: resnet18,
+            num_classes: 10}``); weights from ``path.pretrain_network_task`` (``param_key_task``, ``strict_load_task``); saved as
             ``net_task``.
         train.update_sr / train.update_task: Run the SR phase / the task phase. Default: true. A network that is
             not updated is frozen (eval mode, no gradient, no optimizer, not DDP-wrapped).
@@ -55,21 +63,22 @@ class SR4IRModel(SegsrModelMixin, SRModel):
         train.frequency_opt: Optional SR-phase spectral loss (e.g. :class:`FocalFrequencyLoss`), logged ``l_g_freq``.
         train.tdp_opt: :class:`TDPLoss` block, e.g. ``{type: TDPLoss, layer_weights: {C5: 1.0}}``.
         train.tdp_warmup_iter: Iterations without TDP. Default: 0.
-        train.sr_ce_opt: Optional cross-entropy of the frozen task network on SR images, back-propagated into the
-            SR network only (the SR4IR code's "T2S" configuration).
-        train.sr_ce_views: Optional random views for that cross-entropy (:class:`TaskViews`: ``{scale: [0.75,
+        train.sr_ce_opt: Optional task loss of the frozen task network on SR images, back-propagated into the
+            SR network only (the SR4IR code's "T2S" configuration; *SR for my segmenter / detector / classifier*).
+        train.sr_ce_views: Optional random views for that loss (segmentation only) (:class:`TaskViews`: ``{scale: [0.75,
             1.25], hflip: true, shift: 8}``): the frozen network sees a rescaled, flipped, shifted SR image and
             labels moved with it, a new draw each step.
-        train.task_sr_opt, train.task_hr_opt, train.task_cqmix_opt: Task-phase cross-entropy blocks
-            (``SegCrossEntropyLoss``, each with its own ``loss_weight``; paper: 0.34 each); absent = view unused.
+        train.task_sr_opt, train.task_hr_opt, train.task_cqmix_opt: Task-phase loss blocks (the task's loss, each
+            with its own ``loss_weight``; paper: 0.34 each); absent = view unused.
         train.aux_weight: Weight of the aux head's loss relative to the main head, per view. Default: 0.5.
         train.cqmix: ``{grid: 8, prob: 0.5}``: grid cells per side (int or ``[rows, cols]``) and the probability
             that a cell shows the SR image.
         train.optim_g, train.optim_task: Optimizers (any ``torch.optim`` class: Adam, AdamW, SGD...).
         train.scheduler_g, train.scheduler_task: Schedulers; either falls back to ``train.scheduler``.
 
-    Validation reports PSNR/SSIM (``val.metrics``), ``task_miou`` (this model's task network on SR images) and,
-    with ``val.judge``, ``judge_miou``; pictures of both with ``save_img``.
+    Validation reports PSNR/SSIM (``val.metrics``), the task metrics of this model's task network on SR images
+    (``task_miou``; ``task_map_50``; ``task_top1``, ...) and, with ``val.judge``, the judge's (``judge_miou``, ...);
+    pictures of both with ``save_img``.
     """
 
     OPTION_KEYS = {
@@ -97,8 +106,8 @@ class SR4IRModel(SegsrModelMixin, SRModel):
         self.update_task = bool(train_opt.get('update_task', True))
         self.alternate = bool(train_opt.get('alternate', True))
         self._check_training_options(train_opt)
-        require_labelled_train_data(self.opt, 'SR4IRModel')
         self._build_task_network(trainable=self.update_task)
+        require_labelled_train_data(self.opt, 'SR4IRModel', self.task)
         self._build_losses(train_opt)
         self.tdp = TDPTerm.from_opt(train_opt, self.get_bare_model(self.net_task), self.device)
         if self.update_sr:
@@ -134,7 +143,7 @@ class SR4IRModel(SegsrModelMixin, SRModel):
     def _build_task_network(self, trainable: bool) -> None:
         net_opt = self.opt.get('network_task')
         if not isinstance(net_opt, dict) or 'type' not in net_opt:
-            raise ValueError("Option 'network_task' (the segmentation network block with a 'type') is required by "
+            raise ValueError("Option 'network_task' (the task network block with a 'type') is required by "
                              'SR4IRModel.')
         path_opt = self.opt['path']
         if trainable:
@@ -150,6 +159,7 @@ class SR4IRModel(SegsrModelMixin, SRModel):
                                                       path_opt.get('param_key_task', 'params'))
         self.print_network(self.net_task)
         bare = self.get_bare_model(self.net_task)
+        self.task = task_of_network(bare)
         self.num_classes = int(bare.num_classes)
         check_num_classes(self.opt, self.num_classes, 'network_task.num_classes')
 
@@ -162,11 +172,17 @@ class SR4IRModel(SegsrModelMixin, SRModel):
         self.cri_freq = build('frequency_opt')
         if train_opt.get('sr_ce_views') and self.cri_sr_ce is None:
             raise ValueError("Option 'train.sr_ce_views' needs 'train.sr_ce_opt' (the cross-entropy it augments).")
+        if train_opt.get('sr_ce_views') and not self.task.supports_views:
+            raise ValueError(f"Option 'train.sr_ce_views' moves label maps with the image; the task network solves "
+                             f"'{self.task.name}', which it does not support: remove the option.")
         self.sr_ce_views = TaskViews.from_opt(train_opt.get('sr_ce_views'), getattr(self.cri_sr_ce, 'ignore_index', 255),
                                               'train.sr_ce_views')
         self.cri_task = {view: build(f'task_{view}_opt') for view in TASK_VIEWS}
+        for key, criterion in [('sr_ce_opt', self.cri_sr_ce)] + [(f'task_{v}_opt', c) for v, c in self.cri_task.items()]:
+            if criterion is not None:
+                self.task.check_loss(criterion, f'train.{key}')
         bare = self.get_bare_model(self.net_task)
-        self.aux_weight = float(train_opt.get('aux_weight', 0.5)) if bare.has_aux else 0.0
+        self.aux_weight = float(train_opt.get('aux_weight', 0.5)) if getattr(bare, 'has_aux', False) else 0.0
         cqmix_opt = dict(train_opt.get('cqmix') or {})
         unknown = set(cqmix_opt) - {'grid', 'prob'}
         if unknown:
@@ -236,13 +252,11 @@ class SR4IRModel(SegsrModelMixin, SRModel):
         if l_tdp is not None:
             terms.append(l_tdp)
         if self.cri_sr_ce:
-            image, labels = self.output, self.seg
+            image, targets = self.output, self.targets
             if self.sr_ce_views is not None:
-                image, labels = self.sr_ce_views(image, labels)
-            bare = self.get_bare_model(self.net_task)
-            with frozen_eval(bare):
-                out = bare(image)
-            loss_dict['l_sr_ce'] = self.head_loss(self.cri_sr_ce, out, labels)
+                image, targets = self.sr_ce_views(image, targets)
+            loss_dict['l_sr_ce'] = self.task.frozen_loss(self.get_bare_model(self.net_task), image, targets,
+                                                         self.cri_sr_ce, self.aux_weight)
             terms.append(loss_dict['l_sr_ce'])
         return sum(terms[1:], terms[0]) if terms else self.output.new_zeros(())
 
@@ -253,25 +267,15 @@ class SR4IRModel(SegsrModelMixin, SRModel):
         return [(view, images[view]()) for view in TASK_VIEWS if self.cri_task[view] is not None]
 
     def task_loss(self, sr: Tensor, loss_dict: Dict[str, Tensor]) -> Tensor:
-        """Weighted cross-entropy of the task network on each view, from one forward over all views."""
+        """Weighted task loss of the task network on each view (the task decides how the views go through it:
+        one forward over all views for logits tasks, one per view for detectors)."""
         views = self.task_views(sr)
-        out = self.net_task(torch.cat([img for _, img in views], dim=0))
-        chunks = {key: value.chunk(len(views)) for key, value in out.items() if key in ('out', 'aux')}
+        losses = self.task.view_losses(self.net_task, views, self.targets, self.cri_task, self.aux_weight)
         total = None
-        for i, (view, _) in enumerate(views):
-            loss = self.head_loss(self.cri_task[view], {key: value[i] for key, value in chunks.items()})
-            loss_dict[f'l_task_{view}'] = loss
-            total = loss if total is None else total + loss
+        for view, _ in views:
+            loss_dict[f'l_task_{view}'] = losses[view]
+            total = losses[view] if total is None else total + losses[view]
         return total
-
-    def head_loss(self, criterion, out: Dict[str, Tensor], labels: Optional[Tensor] = None) -> Tensor:
-        """``criterion`` on the main logits plus ``aux_weight`` times it on the aux logits (when present), against
-        ``labels`` (default: the batch's)."""
-        labels = self.seg if labels is None else labels
-        loss = criterion(out['out'], labels)
-        if self.aux_weight > 0 and 'aux' in out:
-            loss = loss + self.aux_weight * criterion(out['aux'], labels)
-        return loss
 
     # ------------------------------------------------------------------------------------ validation, saving
     def own_predictors(self) -> Dict[str, Predictor]:

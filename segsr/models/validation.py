@@ -14,17 +14,19 @@ import torch
 from basicsr.utils import get_root_logger
 
 from segsr.models.base import check_num_classes
-from segsr.models.task_eval import Predictor, TaskScorer, build_judge, network_predictor, seg_picture
+from segsr.models.task_eval import TaskScorer, build_judge, network_predictor
+from segsr.tasks import Predictor, Task, get_task, task_of_network
 from segsr.utils.visual import save_rgb, tensor_to_rgb
 
 
 class TaskValidator:
-    """Task-aware validation of an SR model: ``val.metrics`` (PSNR/SSIM...) and each predictor's mIoU.
+    """Task-aware validation of an SR model: ``val.metrics`` (PSNR/SSIM...) and each predictor's task metric.
 
-    Logs the ``val.metrics`` next to ``judge_miou`` / ``judge_pixacc`` when ``val.judge`` is set, plus any predictors
-    the model adds (``model.own_predictors()``: SR4IR's ``task``, the task-branch discriminator's ``disc``). With
-    ``save_img`` it saves the SR image as BasicSR does and, per predictor, a ``*_<name>_seg.png`` panel SR |
-    prediction | ground truth.
+    Logs the ``val.metrics`` next to the judge's task metrics when ``val.judge`` is set (``judge_miou`` /
+    ``judge_pixacc``; ``judge_map`` / ``judge_map_50``; ``judge_top1`` / ``judge_top5``), plus any predictors the model
+    adds (``model.own_predictors()``: SR4IR's ``task``, the task-branch discriminator's ``disc``). With ``save_img``
+    it saves the SR image as BasicSR does and, per predictor, a panel of its prediction (``*_<name>_seg.png``: SR |
+    prediction | ground truth; ``_det``: boxes drawn; ``_cls``: the predicted class).
 
     Args:
         opt: The model's options (read, never changed).
@@ -56,22 +58,36 @@ class TaskValidator:
         predictors.update(own)
         return predictors
 
+    def task_for(self, model, dataset) -> Task:
+        """The task being scored: the judge's, else the model's (``model.task``), else segmentation; a dataset that
+        declares another task (its ``task`` attribute) is an error naming both."""
+        task = task_of_network(self.judge) if self.judge is not None else getattr(model, 'task', None) or \
+            get_task('seg')
+        declared = getattr(dataset, 'task', None)
+        if declared is not None and declared != task.name:
+            raise ValueError(f"Validation set '{dataset.opt.get('name')}' holds '{declared}' targets but the "
+                             f"networks scored ({'val.judge' if self.judge is not None else 'the model'}) solve "
+                             f"'{task.name}'.")
+        return task
+
     def validate(self, model, dataloader, current_iter: int, tb_logger, save_img: bool) -> None:
         """Score ``model`` (``feed_data`` + ``test`` per batch) on ``dataloader``; log and record the results."""
         dataset = dataloader.dataset
-        num_classes = dataset.opt.get('num_classes')
+        task = self.task_for(model, dataset)
+        num_classes = getattr(dataset, 'num_classes', None) or dataset.opt.get('num_classes')
         predictors = self.predictors(model.own_predictors())
         scorer = TaskScorer(self.opt['val'].get('metrics'), predictors, num_classes,
-                            dataset.opt.get('ignore_index', 255))
+                            dataset.opt.get('ignore_index', 255), task, class_names_of(dataset))
         for val_data in dataloader:
             model.feed_data(val_data)
             model.test()
-            seg = val_data.get('seg')
-            record = scorer.add(model.output, val_data.get('gt'), seg)
+            targets = task.targets(val_data, torch.device('cpu'))
+            record = scorer.add(model.output, val_data.get('gt'), targets)
             if save_img:
                 img_name = os.path.splitext(os.path.basename(val_data['lq_path'][0]))[0]
                 self.save_pictures(model.output, self.picture_base(img_name, current_iter, dataset.opt['name']),
-                                   record, predictors, seg, getattr(dataset, 'palette', None), num_classes)
+                                   record, predictors, targets, getattr(dataset, 'palette', None), num_classes, task,
+                                   class_names_of(dataset))
         self.finish(model, scorer.summary(), current_iter, dataset.opt['name'], tb_logger, class_names_of(dataset))
 
     def picture_base(self, img_name: str, current_iter: int, dataset_name: str) -> str:
@@ -83,12 +99,15 @@ class TaskValidator:
 
     @staticmethod
     def save_pictures(output: torch.Tensor, base: str, record: Mapping, predictors: Mapping[str, Predictor],
-                      seg: Optional[torch.Tensor], palette, num_classes: Optional[int]) -> None:
-        """The SR image (``<base>.png``) and one ``<base>_<name>_seg.png`` panel per predictor."""
+                      targets, palette, num_classes: Optional[int], task: Optional[Task] = None,
+                      class_names: Optional[Sequence[str]] = None) -> None:
+        """The SR image (``<base>.png``) and one task panel per predictor (``<base>_<name>_seg.png``; ``_det``,
+        ``_cls`` for the other tasks)."""
+        task = task or get_task('seg')
         save_rgb(base + '.png', tensor_to_rgb(output))
         for name in predictors:
-            save_rgb(f'{base}_{name}_seg.png', seg_picture(output, record[f'{name}_pred'], seg, palette, num_classes,
-                                                           name))
+            save_rgb(f'{base}_{name}{task.picture_suffix()}.png',
+                     task.picture(output, record[f'{name}_pred'], targets, num_classes, palette, class_names, name))
 
     def finish(self, model, summary: Dict[str, object], current_iter: int, dataset_name: str, tb_logger,
                class_names: Optional[Sequence[str]] = None) -> None:
