@@ -159,7 +159,7 @@ def evaluate_method(fn: SRFn, dataset, scorer: TaskScorer, device: torch.device,
         seconds += time.perf_counter() - start
         record = scorer.add(sr, gt, scorer.task.targets(default_collate([sample]), torch.device('cpu')))
         if idx in keep:
-            pictures[idx] = (sr.cpu(), record['judge_pred'])
+            pictures[idx] = (tensor_to_rgb(sr), record['judge_pred'])
     summary = scorer.summary()
     summary['sec_per_img'] = seconds / max(len(dataset), 1)
     return dict(summary=summary, pictures=pictures, stats=scorer.meters['judge'].image_stats(), images=images)
@@ -179,8 +179,8 @@ def picture_grid(dataset, results: Dict[str, dict], keep: List[int], task: Optio
         gt_rgb = tensor_to_rgb(sample['gt'])
         images, segs = [tensor_to_rgb(sample['lq'])], [colorize(sample['seg'].numpy(), palette, num_classes)]
         for res in results.values():
-            sr, pred = res['pictures'][idx]
-            images.append(tensor_to_rgb(sr))
+            sr_rgb, pred = res['pictures'][idx]
+            images.append(sr_rgb)
             segs.append(colorize(pred, palette, num_classes))
         names = ['LR'] + list(results.keys())
         rows.append(make_panel([_resize_like(img, gt_rgb) for img in images], names))
@@ -198,7 +198,8 @@ def task_picture_grid(dataset, results: Dict[str, dict], keep: List[int], task: 
         gt_rgb = tensor_to_rgb(sample['gt'])
         tiles = [make_panel([_resize_like(tensor_to_rgb(sample['lq']), gt_rgb)], ['LR'])]
         for name, res in results.items():
-            sr, pred = res['pictures'][idx]
+            sr_rgb, pred = res['pictures'][idx]
+            sr = torch.from_numpy(np.ascontiguousarray(sr_rgb)).permute(2, 0, 1).float() / 255.0
             tiles.append(task.picture(sr, pred, None, num_classes, None, names, 'judge', name))
         tiles.append(task.truth_picture(sample['gt'], targets, num_classes, None, names))
         height = max(tile.shape[0] for tile in tiles)

@@ -17,6 +17,7 @@ from basicsr.archs import build_network
 from segsr.bench.data import DataInfo
 from segsr.bench.profile import EXTRA_JUDGE_PREFIX, OPTIONAL_START, deep_merge, ema_decay
 from segsr.bench.recipes import REGISTRY, START_STEPS, Step, finetune_steps
+from segsr.tasks import get_task
 from segsr.weights import weights_included
 
 
@@ -68,7 +69,10 @@ class OptionBuilder:
         self.starts = {k: osp.abspath(v) for k, v in (starts or {}).items() if v}
         self.seed = int(profile.get('seed', 0))
         self.seeds = [int(s) for s in profile.get('seeds', [self.seed])]
-        self.rows = [s for s in finetune_steps() if s in profile.get('rows', finetune_steps())]
+        self.task = get_task(data.task, 'data.task')
+        for_task = [s for s in finetune_steps() if self.task.name in REGISTRY[s].tasks]  # default: every row it has
+        self.rows = [s for s in finetune_steps() if s in profile.get('rows', for_task)]
+        self._check_rows_task()
         self.scale = int(profile.get('scale', 4))
         self.num_classes = data.num_classes
         overrides = profile.get('overrides') or {}
@@ -132,6 +136,15 @@ class OptionBuilder:
         else:
             stage = self.p[name]
         return dict(stage['network'], num_classes=self.num_classes)
+
+    def _check_rows_task(self) -> None:
+        """Rows whose method exists for segmentation only (a discriminator with a segmentation head, SeD's semantics
+        of a segmenter) cannot run on another task's data."""
+        wrong = [r for r in self.rows if self.task.name not in REGISTRY[r].tasks]
+        if wrong:
+            ok = [r for r in finetune_steps() if self.task.name in REGISTRY[r].tasks]
+            raise ValueError(f"profile: rows {wrong} are for {sorted(set().union(*(REGISTRY[r].tasks for r in wrong)))} "
+                             f"data only; data.task is '{self.task.name}': set rows to some of {ok}.")
 
     def _check_deployed_features(self) -> None:
         """TDP (SR4IR, the combination) and SeD's semantics read ``deployed.feature`` from the deployed net: an
@@ -266,9 +279,20 @@ class OptionBuilder:
         opt['datasets']['train']['lq_downsample'] = 'torch'  # the LR image is unused
         opt['network_task'] = network
         opt['train'].update(optim_task=dict(type='AdamW', lr=float(stage['lr']), weight_decay=1e-4),
-                            scheduler=dict(type='OneCycleLR', pct_start=0.15),
-                            seg_opt=dict(type='SegCrossEntropyLoss', ignore_index=self.data.ignore_index))
+                            scheduler=dict(type='OneCycleLR', pct_start=0.15))
+        if self.task.name == 'seg':  # the key (and so the cached starting points) of the segmentation benchmark
+            opt['train']['seg_opt'] = dict(type='SegCrossEntropyLoss', ignore_index=self.data.ignore_index)
+        else:
+            opt['train']['task_opt'] = self.task.loss_block()
         return opt
+
+    def task_loss(self, loss_weight: float) -> dict:
+        """The task's loss block (cross-entropy with the data's ``ignore_index``, the detector's losses, ...).
+
+        Args:
+            loss_weight: Its ``loss_weight``.
+        """
+        return self.task.loss_block(loss_weight, self.data.ignore_index)
 
     def adam(self, lr: float) -> dict:
         """The Adam block of every SR optimizer (BasicSR's betas, no weight decay).

@@ -78,6 +78,8 @@ class Recipe:
         starts: Starting points whose checkpoints its options may name (``disc``: only with the warm start).
         feature: Whether it reads ``deployed.feature`` from the deployed network: a bool, or a function of the
             profile.
+        tasks: The tasks it runs for (``seg``, ``det``, ``cls``): methods built on a segmentation head or on a
+            segmenter's semantics are ``('seg', )``.
     """
     key: str
     label: str
@@ -85,6 +87,7 @@ class Recipe:
     own: Optional[str] = None
     starts: Tuple[str, ...] = ('l1', )
     feature: Union[bool, Callable[[dict], bool]] = False
+    tasks: Tuple[str, ...] = ('seg', 'det', 'cls')
 
     @property
     def row(self) -> Row:
@@ -159,11 +162,12 @@ def table_rows() -> Tuple[Row, ...]:
 
 
 def recipe(key: str, label: str, own: Optional[str] = None, starts: Tuple[str, ...] = ('l1', ),
-           feature: Union[bool, Callable[[dict], bool]] = False) -> Callable[[Build], Build]:
+           feature: Union[bool, Callable[[dict], bool]] = False,
+           tasks: Tuple[str, ...] = ('seg', 'det', 'cls')) -> Callable[[Build], Build]:
     """Decorator: register the decorated ``build(builder, step)`` as the recipe ``key`` (arguments: :class:`Recipe`)."""
 
     def register(build: Build) -> Build:
-        REGISTRY.register(Recipe(key, label, build, own, starts, feature))
+        REGISTRY.register(Recipe(key, label, build, own, starts, feature, tasks))
         return build
 
     return register
@@ -185,7 +189,7 @@ def esrgan(b: 'OptionBuilder', step: Step) -> dict:
     return b.gan_opt(step.id, 'ESRGANModel', d, step.seed)
 
 
-@recipe('segaware', 'SegAwareGAN (task-branch D)', own='disc', starts=('l1', 'disc'))
+@recipe('segaware', 'SegAwareGAN (task-branch D)', own='disc', starts=('l1', 'disc'), tasks=('seg', ))
 def segaware(b: 'OptionBuilder', step: Step) -> dict:
     """The segmentation-aware GAN (task-branch discriminator), from the ``disc`` warm start when there is one."""
     opt = b.gan_opt(step.id, 'SegAwareGANModel', b.seg_aware_d(semantic=False), step.seed)
@@ -207,9 +211,9 @@ def _sr4ir_base(b: 'OptionBuilder', step: Step) -> dict:
 @recipe('sr4ir', 'SR4IR (TDP + alternate)', own='task', starts=('l1', 'deployed'), feature=True)
 def sr4ir(b: 'OptionBuilder', step: Step) -> dict:
     """SR4IR on the shared schedule; its task network starts from the deployed network."""
-    iters, ignore = int(b.p['finetune']['iters']), b.data.ignore_index
+    iters = int(b.p['finetune']['iters'])
     opt = _sr4ir_base(b, step)
-    task_loss = dict(type='SegCrossEntropyLoss', loss_weight=0.34, ignore_index=ignore)
+    task_loss = b.task_loss(0.34)
     opt['train'].update(
         update_sr=True, update_task=True, alternate=True,
         optim_task=dict(type='AdamW', lr=float(b.p.get('sr4ir_task_lr', 2e-4)), weight_decay=1e-4),
@@ -219,7 +223,7 @@ def sr4ir(b: 'OptionBuilder', step: Step) -> dict:
     return opt
 
 
-@recipe('sed', 'SeD (P+SeD)', starts=('l1', 'deployed'), feature=True)
+@recipe('sed', 'SeD (P+SeD)', starts=('l1', 'deployed'), feature=True, tasks=('seg', ))
 def sed(b: 'OptionBuilder', step: Step) -> dict:
     """SeD (P+SeD): its patch discriminator conditioned on the deployed network's semantics."""
     dim, stride = b.semantic_shape()
@@ -230,7 +234,8 @@ def sed(b: 'OptionBuilder', step: Step) -> dict:
     return opt
 
 
-@recipe('combo', 'Combination (task branch + SeD + TDP)', own='disc', starts=('l1', 'deployed'), feature=True)
+@recipe('combo', 'Combination (task branch + SeD + TDP)', own='disc', starts=('l1', 'deployed'), feature=True,
+        tasks=('seg', ))
 def combo(b: 'OptionBuilder', step: Step) -> dict:
     """The combination: task-branch discriminator conditioned on SeD's semantics, plus TDP."""
     opt = b.gan_opt(step.id, 'SegAwareGANModel', b.seg_aware_d(semantic=True), step.seed)
@@ -248,9 +253,7 @@ def sfms(b: 'OptionBuilder', step: Step) -> dict:
     (+ TDP with ``finetune.sfms_tdp``), back-propagated into the SR network only (SR4IR's T2S)."""
     stage = b.p['finetune']
     opt = _sr4ir_base(b, step)
-    opt['train'].update(update_sr=True, update_task=False,
-                        sr_ce_opt=dict(type='SegCrossEntropyLoss', loss_weight=float(stage.get('ce_weight', 0.1)),
-                                       ignore_index=b.data.ignore_index))
+    opt['train'].update(update_sr=True, update_task=False, sr_ce_opt=b.task_loss(float(stage.get('ce_weight', 0.1))))
     if stage.get('sfms_tdp'):
         opt['train'].update(b.tdp())
     return opt

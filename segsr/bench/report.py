@@ -1,5 +1,5 @@
 """The benchmark's results: ``results.md`` (header, the table, the transfer tables, their notes), ``results.json``,
-``grid.png`` and ``miou_vs_psnr.png`` from the per-row records that :class:`segsr.bench.runner.Benchmark` collects.
+``grid.png`` and ``<metric>_vs_psnr.png`` (``miou_vs_psnr.png`` for segmentation) from the per-row records that :class:`segsr.bench.runner.Benchmark` collects.
 
 Formatting, tables, standard JSON and atomic writes are :mod:`segsr.report`'s, shared with the other commands.
 """
@@ -11,6 +11,7 @@ import numpy as np
 
 from segsr.bench.recipes import REFERENCE
 from segsr.evaluate import picture_grid
+from segsr.tasks import get_task
 from segsr.report import finite_or_none, fmt_value, markdown_lines, write_json, write_text
 from segsr.utils.visual import save_rgb
 
@@ -31,25 +32,33 @@ def write_results(out_dir: str, records: List[dict], meta: dict, names: List[str
     Returns:
         The ``results.json`` payload and the markdown table.
     """
-    table = markdown_table(records)
-    transfer = ''.join(transfer_table(records, names, others, kernel, meta['lq_downsample'])
+    metric = metric_of(meta)
+    table = markdown_table(records, metric)
+    transfer = ''.join(transfer_table(records, names, others, kernel, meta['lq_downsample'], metric)
                        for kernel in [None] + list(meta['kernels']))
     write_text(osp.join(out_dir, 'results.md'),
-               header_text(meta) + '\n' + table + '\n' + FOOTNOTES + '\n' + transfer + TRANSFER_NOTES)
+               header_text(meta) + '\n' + table + '\n' + footnotes(meta) + '\n' + transfer + TRANSFER_NOTES)
     payload = finite_or_none(dict(meta=meta, rows=[strip_pictures(r) for r in records]))
     write_json(osp.join(out_dir, 'results.json'), payload)
-    save_rgb(osp.join(out_dir, 'grid.png'), grid(records, dataset, keep))
-    plot_miou_vs_psnr(records, osp.join(out_dir, 'miou_vs_psnr.png'), meta['title'])
+    save_rgb(osp.join(out_dir, 'grid.png'), grid(records, dataset, keep, meta.get('task', 'seg')))
+    plot_miou_vs_psnr(records, osp.join(out_dir, f"{metric['key']}_vs_psnr.png"), meta['title'], metric)
     return payload, table
 
 
-def grid(records: List[dict], dataset, keep: List[int]) -> np.ndarray:
-    """LR | each method | HR, the judge's segmentation under each (the LR column shows the ground truth).
+def metric_of(meta: dict) -> dict:
+    """The main task metric of a run (``{'key': 'miou', 'label': 'mIoU'}``; mAP@.5, top-1 for the other tasks)."""
+    return meta.get('metric') or {'key': 'miou', 'label': 'mIoU'}
+
+
+def grid(records: List[dict], dataset, keep: List[int], task: str = 'seg') -> np.ndarray:
+    """LR | each method | HR, the judge's segmentation under each (the LR column shows the ground truth); for
+    detection and classification, each image with the judge's boxes or class (:func:`segsr.evaluate.picture_grid`).
 
     Args:
         records: One record per row, with its saved ``pictures``.
         dataset: The evaluation dataset.
         keep: Indices of the pictured images.
+        task: The task's name.
     """
     import cv2
 
@@ -60,13 +69,22 @@ def grid(records: List[dict], dataset, keep: List[int]) -> np.ndarray:
         for idx in keep:
             base = r['pictures'][str(idx)]
             sr = cv2.imread(base + '_sr.png')
-            if sr is None or not osp.isfile(base + '_pred.npy'):
-                raise FileNotFoundError(f"{base}_sr.png / _pred.npy (row '{r['key']}', image {idx}): a saved picture of "
-                                        'an evaluation is missing (moved output folder?); delete its state/eval_*.json '
-                                        'to score that row again.')
-            pics[idx] = (cv2.cvtColor(sr, cv2.COLOR_BGR2RGB), np.load(base + '_pred.npy'))
+            pred_file = base + ('_pred.npy' if task == 'seg' else '_pred.npz')
+            if sr is None or not osp.isfile(pred_file):
+                raise FileNotFoundError(f"{base}_sr.png / {osp.basename(pred_file)} (row '{r['key']}', image {idx}): a "
+                                        'saved picture of an evaluation is missing (moved output folder?); delete its '
+                                        'state/eval_*.json to score that row again.')
+            pics[idx] = (cv2.cvtColor(sr, cv2.COLOR_BGR2RGB), _load_prediction(pred_file))
         results['HR' if r['key'] == 'hr' else r['label'].split(' (')[0]] = {'pictures': pics}
-    return picture_grid(dataset, results, keep)
+    return picture_grid(dataset, results, keep, get_task(task))
+
+
+def _load_prediction(path: str):
+    """A saved prediction: a label map (``.npy``) or a dict of arrays (``.npz``)."""
+    if path.endswith('.npy'):
+        return np.load(path)
+    with np.load(path) as arrays:
+        return {k: arrays[k] for k in arrays.files}
 
 
 def strip_pictures(record: dict) -> dict:
@@ -121,6 +139,32 @@ and crop for every row), median, in a fresh process; x ESRGAN: ratio to the stoc
 generator (peak memory: results.json). infer s / img: the generator alone on one image. train min: wall time of the
 row's training run (summed over seeds).
 """
+TASK_FOOTNOTES = """\
+judge {label}: the frozen judge ({task} network trained on HR, never seen by an SR method) on each row's SR output of
+the evaluation images; deployed {label}: the deployed network (the one SR for my {user}, TDP and SR4IR train through)
+on the same outputs. - S->T [95% CI]: the difference to S->T of the same seed, with the paired image-bootstrap 95%
+interval (independent images resampled, the score recomputed on each draw); for rows with several seeds: the mean
+over seeds, the smallest..largest seed's difference, and how many seeds have their whole interval above 0.
+Values with several seeds are means (± sample sd). own {label}: SR4IR's own task network on its SR output.
+{metric_note} PSNR/SSIM: Y channel, scale-pixel border; NIQE: lower is better. s / iter, x ESRGAN, infer s / img,
+train min: as in the segmentation benchmark (docs/benchmark.md).
+"""
+METRIC_NOTES = {
+    'det': 'mAP@.5: COCO AP at IoU 0.5 (101-point, torchmetrics with pycocotools), in percent, averaged over classes.',
+    'cls': 'top-1: share of images whose highest-scoring class is the true one, in percent.',
+}
+TASK_WORDS = {'det': ('detection', 'detector'), 'cls': ('classification', 'classifier')}
+
+
+def footnotes(meta: dict) -> str:
+    """The table's notes for the run's task."""
+    task = meta.get('task', 'seg')
+    if task == 'seg':
+        return FOOTNOTES
+    what, user = TASK_WORDS[task]
+    return TASK_FOOTNOTES.format(label=metric_of(meta)['label'], task=what, user=user, metric_note=METRIC_NOTES[task])
+
+
 TRANSFER_NOTES = """\
 Transfer tables: each frozen net's mIoU on the row's SR output and its difference to S->T of the same seed and
 kernel (95% paired block-bootstrap interval; several seeds: mean, range, seeds with the interval above 0). judge and
@@ -167,20 +211,22 @@ def _delta(record: dict, name: str) -> str:
     return f'{np.mean(diffs):+.2f} ({min(diffs):+.2f}..{max(diffs):+.2f}; CI>0 {above}/{len(cis)})'
 
 
-def markdown_table(records: List[dict]) -> str:
+def markdown_table(records: List[dict], metric: Optional[dict] = None) -> str:
     """The benchmark table: one line per row (scores, differences to S->T, timings).
 
     Args:
         records: One record per row.
+        metric: The main task metric (:func:`metric_of`); default mIoU.
     """
-    header = ['method', 'judge mIoU', '- S->T [95% CI]', 'deployed mIoU', '- S->T [95% CI]', 'own mIoU', 'PSNR',
-              'SSIM', 'NIQE', 's / iter', 'x ESRGAN', 'infer s / img', 'train min']
+    key, label = (metric or {}).get('key', 'miou'), (metric or {}).get('label', 'mIoU')
+    header = ['method', f'judge {label}', '- S->T [95% CI]', f'deployed {label}', '- S->T [95% CI]', f'own {label}',
+              'PSNR', 'SSIM', 'NIQE', 's / iter', 'x ESRGAN', 'infer s / img', 'train min']
     rows = []
     for r in records:
         s, spd = r['summary'], r['speed'] or {}
         seconds = [run['train']['seconds'] for run in r['runs'] if (run['train'] or {}).get('seconds') is not None]
-        cells = [r['label'], _mean_sd(s, 'judge_miou', 2), _delta(r, 'judge'), _mean_sd(s, 'deployed_miou', 2),
-                 _delta(r, 'deployed'), _mean_sd(s, 'own_miou', 2), _mean_sd(s, 'psnr', 2), fmt_value(s.get('ssim'), 4),
+        cells = [r['label'], _mean_sd(s, f'judge_{key}', 2), _delta(r, 'judge'), _mean_sd(s, f'deployed_{key}', 2),
+                 _delta(r, 'deployed'), _mean_sd(s, f'own_{key}', 2), _mean_sd(s, 'psnr', 2), fmt_value(s.get('ssim'), 4),
                  fmt_value(s.get('niqe'), 2), fmt_value(spd.get('sec_per_iter'), 3), fmt_value(spd.get('x_esrgan_time'), 2),
                  fmt_value(s.get('sec_per_img') if r['step'] != 'judge' else None, 4),
                  fmt_value(sum(seconds) / 60 if seconds else None, 1)]
@@ -210,7 +256,7 @@ def _run_part(run: dict, kernel: Optional[str]) -> Optional[dict]:
 
 
 def transfer_table(records: List[dict], names: List[str], others: List[str], kernel: Optional[str],
-                   train_kernel: str) -> str:
+                   train_kernel: str, metric: Optional[dict] = None) -> str:
     """Rows against S->T for every frozen net ``names`` (judge, deployed, the other-family judges ``others``) and the
     transfer ratio, with LR from the training kernel (``kernel`` None) or from another kernel.
 
@@ -220,9 +266,11 @@ def transfer_table(records: List[dict], names: List[str], others: List[str], ker
         others: The other-family judges among them.
         kernel: The LR degradation (None: the training kernel).
         train_kernel: The training kernel's name (the title).
+        metric: The main task metric (:func:`metric_of`); default mIoU.
     """
+    key, label = (metric or {}).get('key', 'miou'), (metric or {}).get('label', 'mIoU')
     title = f'LR from `{kernel}` (never trained on)' if kernel else f'LR from `{train_kernel}` (the training kernel)'
-    header = ['method', 'PSNR-Y', 'grid %'] + [f'{n} mIoU - S->T' for n in names] + ['transfer ratio']
+    header = ['method', 'PSNR-Y', 'grid %'] + [f'{n} {label} - S->T' for n in names] + ['transfer ratio']
     rows = []
     for r in records:
         parts = [_run_part(run, kernel) for run in r['runs']]
@@ -231,7 +279,7 @@ def transfer_table(records: List[dict], names: List[str], others: List[str], ker
         summary = aggregate([p['summary'] for p in parts])
         cells = [r['label'], _mean_sd(summary, 'psnr', 2), _mean_sd(summary, 'grid', 2)]
         for name in names:
-            mean = _mean_sd(summary, f'{name}_miou', 2)
+            mean = _mean_sd(summary, f'{name}_{key}', 2)
             delta = _delta({'key': r['key'], 'runs': parts}, name)
             cells.append(mean if r['key'] in (REFERENCE, 'hr') else f'{mean}: {delta}')
         cells.append(_transfer_cell(parts, others))
@@ -247,14 +295,17 @@ def _transfer_cell(parts: List[dict], others: List[str]) -> str:
     return '—' if ratio is None else f'{ratio:.2f}'
 
 
-def plot_miou_vs_psnr(records: List[dict], path: str, title: str) -> None:
-    """Scatter of judge mIoU against PSNR, one labelled point per method; H->T (no PSNR) as a dashed line.
+def plot_miou_vs_psnr(records: List[dict], path: str, title: str, metric: Optional[dict] = None) -> None:
+    """Scatter of the judge's main metric (mIoU; mAP@.5, top-1) against PSNR, one labelled point per method; H->T (no
+    PSNR) as a dashed line.
 
     Args:
         records: One record per row.
         path: The PNG to write.
         title: The plot's title.
+        metric: The main task metric (:func:`metric_of`); default mIoU.
     """
+    judge_key, label = f"judge_{(metric or {}).get('key', 'miou')}", (metric or {}).get('label', 'mIoU')
     import matplotlib
 
     matplotlib.use('Agg')
@@ -264,16 +315,16 @@ def plot_miou_vs_psnr(records: List[dict], path: str, title: str) -> None:
     for r in records:
         s = r['summary']
         if s.get('psnr') is None or not np.isfinite(s['psnr']):
-            if s.get('judge_miou') is not None:
-                ax.axhline(s['judge_miou'], ls='--', c='gray', lw=1)
-                ax.annotate(r['label'], (0.01, s['judge_miou']), xycoords=('axes fraction', 'data'), fontsize=8,
+            if s.get(judge_key) is not None:
+                ax.axhline(s[judge_key], ls='--', c='gray', lw=1)
+                ax.annotate(r['label'], (0.01, s[judge_key]), xycoords=('axes fraction', 'data'), fontsize=8,
                             va='bottom', color='gray')
             continue
-        ax.scatter(s['psnr'], s['judge_miou'], s=30)
-        ax.annotate(r['label'].split(' (')[0], (s['psnr'], s['judge_miou']), textcoords='offset points',
+        ax.scatter(s['psnr'], s[judge_key], s=30)
+        ax.annotate(r['label'].split(' (')[0], (s['psnr'], s[judge_key]), textcoords='offset points',
                     xytext=(4, 4), fontsize=8)
     ax.set_xlabel('PSNR (dB, Y)')
-    ax.set_ylabel('judge mIoU (%)')
+    ax.set_ylabel(f'judge {label} (%)')
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()

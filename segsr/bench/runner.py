@@ -26,12 +26,23 @@ from segsr.bench.predictors import own_predictor
 from segsr.bench.recipes import REFERENCE, SPEED_BASE, Row, finetune_steps, table_rows
 from segsr.bench.report import aggregate, stage_text, transfer_ratio, write_results
 from segsr.evaluate import build_method, evaluate_method, grid_indices
-from segsr.metrics.bootstrap import paired_block_bootstrap
 from segsr.models.task_eval import TaskScorer, build_judge, network_predictor
 from segsr.report import BOOTSTRAP_DEFAULTS, psnr_ssim_metrics, write_json
 from segsr.step_bench import measure_in_subprocess
 from segsr.utils.misc import module_command
 from segsr.utils.visual import save_rgb
+
+
+STATS_SEP = '__'  # ``<net>__<part>``: a net's per-image statistics in several arrays (detection)
+
+
+def save_prediction(base: str, pred) -> None:
+    """A pictured image's prediction: ``<base>_pred.npy`` (a label map) or ``<base>_pred.npz`` (detections, a
+    predicted class)."""
+    if isinstance(pred, np.ndarray):
+        np.save(base + '_pred.npy', pred.astype(np.int16))
+    else:
+        np.savez(base + '_pred.npz', **{k: np.asarray(v) for k, v in pred.items()})
 
 
 class Benchmark:
@@ -250,7 +261,34 @@ class Benchmark:
         if not (self._load_state('eval', key) and osp.isfile(path)):
             return False
         with np.load(path) as mats:  # an evaluation from before a judge was added is redone
-            return set(self.builder.judge_names) <= set(mats.files)
+            return set(self.builder.judge_names) <= {name.split(STATS_SEP)[0] for name in mats.files}
+
+    @property
+    def task(self):
+        """The task of the data and of every frozen net (:mod:`segsr.tasks`)."""
+        return self.builder.task
+
+    def save_stats(self, key: str, scorer: TaskScorer, names: List[str]) -> None:
+        """Write the per-image statistics of the nets ``names`` (``state/matrices_<key>.npz``: confusion matrices
+        under the net's name for segmentation; ``<name>__<part>`` arrays for the other tasks)."""
+        arrays = {}
+        for name in names:
+            parts = self.task.save_stats(scorer.meters[name].image_stats())
+            arrays.update({name + (f'{STATS_SEP}{part}' if part else ''): value for part, value in parts.items()})
+        tmp = self._state('matrices', key, 'tmp.npz')
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, self._state('matrices', key, 'npz'))
+
+    def load_stats(self, key: str) -> Dict[str, object]:
+        """The per-image statistics :meth:`save_stats` wrote, by net name."""
+        with np.load(self._state('matrices', key, 'npz')) as mats:
+            arrays = {name: mats[name] for name in mats.files}
+        out = {}
+        for name in self.builder.judge_names:
+            parts = {k[len(name) + len(STATS_SEP):] if k != name else '': v for k, v in arrays.items()
+                     if k == name or k.startswith(name + STATS_SEP)}
+            out[name] = self.task.load_stats(parts, self.data.num_classes, self.data.class_names)
+        return out
 
     def evaluate(self, row: Row, seed: int, step_id: Optional[str], dataset, nets: dict, keep: List[int],
                  kernel: Optional[str] = None) -> None:
@@ -278,28 +316,29 @@ class Benchmark:
         metrics['grid'] = dict(type='calculate_grid_share', crop_border=self.builder.scale, scale=self.builder.scale)
         if kernel is None and self.eval_opt.get('niqe', True):
             metrics['niqe'] = dict(type='calculate_niqe', crop_border=self.builder.scale)
-        scorer = TaskScorer(metrics, predictors, self.data.num_classes, self.data.ignore_index)
+        scorer = TaskScorer(metrics, predictors, self.data.num_classes, self.data.ignore_index, self.task,
+                            self.data.class_names)
         result = evaluate_method(build_method(self.method_entry(row, step_id), self.device), dataset, scorer,
                                  self.device, keep if kernel is None else [])
         pictures = {}
         for idx, (sr_rgb, pred) in result['pictures'].items():
             base = osp.join(self.out_dir, 'pictures', f'{key}_{idx}')
             save_rgb(base + '_sr.png', sr_rgb)
-            np.save(base + '_pred.npy', pred.astype(np.int16))
+            save_prediction(base, pred)
             pictures[str(idx)] = base
-        tmp = self._state('matrices', key, 'tmp.npz')
-        np.savez_compressed(tmp, **{name: np.stack(scorer.image_matrices[name]) for name in nets})
-        os.replace(tmp, self._state('matrices', key, 'npz'))
+        self.save_stats(key, scorer, list(nets))
         summary = {k: v for k, v in result['summary'].items()}
         self._save_state('eval', key, {'summary': summary, 'pictures': pictures})
-        scores = ', '.join(f"{name} mIoU {summary[f'{name}_miou']:.2f}" for name in nets)
+        main, label = self.task.report_metrics[0]
+        scores = ', '.join(f"{name} {label} {summary[f'{name}_{main}']:.2f}" for name in nets)
         self.logger.info(f"{row.label} (seed {seed}{f', kernel {kernel}' if kernel else ''}): {scores}, PSNR "
                          f"{summary['psnr']:.2f}, SSIM {summary['ssim']:.4f}"
                          + (f", NIQE {summary['niqe']:.2f}" if 'niqe' in summary else ''))
 
     def intervals(self, row: Row, seed: int, kernel: Optional[str] = None) -> Dict[str, dict]:
-        """Paired block-bootstrap intervals of the row's mIoU minus S->T's (same seed, same kernel) for every frozen
-        net (``<name>_vs_s2t``), and the transfer ratio (:func:`segsr.bench.report.transfer_ratio`).
+        """Paired bootstrap intervals of the row's main task metric (mIoU: blocks of frames; mAP@.5, top-1: single
+        images) minus S->T's (same seed, same kernel) for every frozen net (``<name>_vs_s2t``), and the transfer
+        ratio (:func:`segsr.bench.report.transfer_ratio`).
 
         Args:
             row: A table row.
@@ -308,10 +347,10 @@ class Benchmark:
         """
         ref_seeds = self.builder.seeds_of(REFERENCE)
         ref_key = self.eval_key(Row(REFERENCE, '', 'generator'), seed if seed in ref_seeds else ref_seeds[0], kernel)
-        mats, ref = (np.load(self._state('matrices', k, 'npz')) for k in (self.eval_key(row, seed, kernel), ref_key))
+        stats, ref = (self.load_stats(k) for k in (self.eval_key(row, seed, kernel), ref_key))
         boot = dict(BOOTSTRAP_DEFAULTS, **(self.profile.get('bootstrap') or {}))
-        out = {f'{name}_vs_s2t': paired_block_bootstrap(
-            mats[name], ref[name], int(boot['block']), int(boot['samples']), float(boot['level']),
+        out = {f'{name}_vs_s2t': self.task.interval(
+            stats[name], ref[name], int(boot['block']), int(boot['samples']), float(boot['level']),
             int(boot['seed'])).as_dict() for name in self.builder.judge_names}
         out['transfer_ratio'] = transfer_ratio(out, self.builder.extra_judges)
         return out
@@ -410,7 +449,8 @@ class Benchmark:
         return dict(
             title=f"{p['name']}: x{self.builder.scale} {self.data.name} {self.data.eval_split}, {num_images} images",
             profile=p['_path'], dataset=self.data.root, train_split=self.data.train_split,
-            eval_split=self.data.eval_split, num_val_images=num_images, device=str(self.device),
+            eval_split=self.data.eval_split, num_val_images=num_images, device=str(self.device), task=self.task.name,
+            metric=dict(zip(('key', 'label'), self.task.report_metrics[0])),
             machine=f'{machine}, {platform.machine()}, torch {torch.__version__}', amp=p.get('amp', False),
             date=time.strftime('%Y-%m-%d'), command=shlex.join(['segsr-benchmark'] + sys.argv[1:]),
             seeds=self.builder.seeds, seeded_rows=p.get('seeded_rows') or self.builder.rows, starts=starts,

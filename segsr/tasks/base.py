@@ -152,10 +152,24 @@ class Task:
         """The task loss of ``images`` through a frozen network (eval mode; gradients reach ``images`` only)."""
         raise NotImplementedError
 
+    def loss_block(self, loss_weight: float = 1.0, ignore_index: int = 255) -> dict:
+        """The option block of this task's standard loss (what the benchmark's rows train with)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------------------------------ scoring
     def meter(self, num_classes: int, ignore_index: int = 255, class_names: Optional[Sequence[str]] = None) -> Meter:
         """A fresh :class:`Meter` for one predictor."""
         raise NotImplementedError
+
+    def save_stats(self, stats) -> Dict[str, np.ndarray]:
+        """Per-image statistics (:meth:`Meter.image_stats`) as named arrays for an ``.npz`` file; ``''`` names the
+        main array."""
+        return {'': np.stack(stats) if isinstance(stats, list) else np.asarray(stats)}
+
+    def load_stats(self, arrays: Mapping[str, np.ndarray], num_classes: int,
+                   class_names: Optional[Sequence[str]] = None):
+        """The statistics :meth:`save_stats` wrote (``arrays`` holds its keys)."""
+        return arrays['']
 
     def interval(self, stats, reference, block: int = 10, samples: int = 2000, level: float = 0.95,
                  seed: int = 0) -> PairedInterval:

@@ -57,6 +57,9 @@ class ClassificationTask(LogitsTask):
     def targets(self, data, device):
         return data['label'].reshape(-1).to(device) if 'label' in data else None
 
+    def loss_block(self, loss_weight=1.0, ignore_index=255):
+        return dict(type='ClassCrossEntropyLoss', loss_weight=float(loss_weight))
+
     def meter(self, num_classes, ignore_index=255, class_names=None):
         return ClsMeter(num_classes, class_names)
 

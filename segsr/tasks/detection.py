@@ -100,6 +100,31 @@ class DetectionTask(Task):
         with frozen_eval(net):
             return criterion(net(images, targets=targets)['losses'])
 
+    def loss_block(self, loss_weight=1.0, ignore_index=255):
+        return dict(type='DetectionLoss', loss_weight=float(loss_weight))
+
+    def save_stats(self, stats):
+        """Every image's detections and ground truth, concatenated, with the image index of each row."""
+        out = {}
+        for side, records in (('pred', stats.preds), ('gt', stats.targets)):
+            keys = ('boxes', 'scores', 'labels') if side == 'pred' else ('boxes', 'labels')
+            for key in keys:
+                parts = [r[key].numpy() for r in records]
+                out[f'{side}_{key}'] = np.concatenate(parts) if parts else np.zeros((0, 4) if key == 'boxes' else 0)
+            out[f'{side}_image'] = np.concatenate([np.full(len(r['labels']), i) for i, r in enumerate(records)]
+                                                  or [np.zeros(0, np.int64)])
+        out['num_images'] = np.asarray(len(stats))
+        return out
+
+    def load_stats(self, arrays, num_classes, class_names=None):
+        scores = DetectionScores(num_classes, class_names)
+        pred_at, gt_at = arrays['pred_image'], arrays['gt_image']
+        for i in range(int(arrays['num_images'])):
+            p, g = pred_at == i, gt_at == i
+            scores.add(arrays['pred_boxes'][p], arrays['pred_scores'][p], arrays['pred_labels'][p],
+                       arrays['gt_boxes'][g], arrays['gt_labels'][g])
+        return scores
+
     def meter(self, num_classes, ignore_index=255, class_names=None):
         return DetMeter(num_classes, class_names)
 

@@ -55,6 +55,9 @@ class SegmentationTask(LogitsTask):
     def targets(self, data, device):
         return data['seg'].to(device) if 'seg' in data else None
 
+    def loss_block(self, loss_weight=1.0, ignore_index=255):
+        return dict(type='SegCrossEntropyLoss', loss_weight=float(loss_weight), ignore_index=int(ignore_index))
+
     def meter(self, num_classes, ignore_index=255, class_names=None):
         return SegMeter(num_classes, ignore_index)
 
