@@ -233,7 +233,8 @@ def markdown_table(results: Dict[str, dict], metric_names: List[str], reference:
     for name, res in results.items():
         s = res['summary']
         cells = [name] + [fmt_value(s.get(m), 4 if 'ssim' in m else 2) for m in metric_names]
-        cells += [fmt_value(s[f'judge_{key}'], 2) for key, _ in task.report_metrics] + [fmt_value(s['sec_per_img'], 4)]
+        cells += [fmt_value(s.get(f'judge_{key}'), 2) for key, _ in task.report_metrics]
+        cells += [fmt_value(s['sec_per_img'], 4)]
         cells += [fmt_interval(s.get(f'judge_{task.main_metric}_vs_reference'))] if reference else []
         rows.append(cells)
     return '\n'.join(markdown_lines(header, rows)) + '\n'
@@ -268,7 +269,7 @@ def run_evaluation(cfg: dict, output_dir: Optional[str] = None) -> dict:
                             dataset_opt.get('ignore_index', 255), task, getattr(dataset, 'class_names', None))
         results[method['name']] = evaluate_method(fn, dataset, scorer, device, keep)
         s = results[method['name']]['summary']
-        logger.info(f"{method['name']}: " + ', '.join(f"judge {label} {s[f'judge_{key}']:.2f}"
+        logger.info(f"{method['name']}: " + ', '.join(f"judge {label} {fmt_value(s.get(f'judge_{key}'), 2)}"
                                                       for key, label in task.report_metrics) + ', '
                     + ', '.join(f'{m} {s[m]:.4f}' for m in metrics if m in s))
     reference = cfg.get('reference')

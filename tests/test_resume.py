@@ -23,6 +23,7 @@ from helpers.options import load_sed_option as load_sed_options
 from helpers.options import tiny_run_opt as tiny_sed_run_opt
 from helpers.options import gan_opt
 from helpers.options import ce, sr4ir_opt
+from helpers.task_data import task_sr4ir_opt, write_cls_data, write_det_data
 
 TOTAL = 12
 SAVE_EVERY = 3
@@ -47,7 +48,20 @@ def sfms_views_opt(tiny_data, tmp_path):
     return opt
 
 
-BUILDERS = {'segaware': gan_opt, 'sr4ir': sr4ir_opt, 'realesrgan': realesrgan_opt, 'sfms_views': sfms_views_opt}
+def sr4ir_det_opt(tiny_data, tmp_path):
+    """SR4IR with a detector (issue 21): its task phase samples proposals from torch's global generator, and TDP
+    reads two FPN levels; the data is written afresh (the same files) for every run."""
+    root = write_det_data(str(tmp_path / 'det_data'), num_images=4)
+    return task_sr4ir_opt('det', root, tdp_opt={'type': 'TDPLoss', 'layer_weights': {'fpn0': 0.5, 'fpn1': 0.5}})
+
+
+def sfmc_opt(tiny_data, tmp_path):
+    """*SR for my classifier*: the frozen classifier's cross-entropy through the SR image (issue 21)."""
+    return task_sr4ir_opt('cls', write_cls_data(str(tmp_path / 'cls_data')), frozen=True)
+
+
+BUILDERS = {'segaware': gan_opt, 'sr4ir': sr4ir_opt, 'realesrgan': realesrgan_opt, 'sfms_views': sfms_views_opt,
+            'sr4ir_det': sr4ir_det_opt, 'sfmc': sfmc_opt}
 
 
 def run_opt(method, tiny_data, tmp_path, name, workers=0):
@@ -159,7 +173,7 @@ def planted_pickle(path, marker):
 
 # ------------------------------------------------------------------------------------------ exact resume
 @pytest.mark.parametrize('method, workers, seed', [('segaware', 0, 1), ('sr4ir', 2, 2), ('realesrgan', 0, 3),
-                                                   ('sfms_views', 0, 4)])
+                                                   ('sfms_views', 0, 4), ('sr4ir_det', 0, 5), ('sfmc', 0, 6)])
 def test_killed_twice_at_random_iterations_resumes_bit_exact(tiny_data, tmp_path, reference, method, workers, seed):
     """kill -9 at two random iterations, resume each time; the final weights equal the uninterrupted run's.
 

@@ -52,7 +52,7 @@ class ClassificationTask(LogitsTask):
     dataset_types = ('PairedImageClsDataset', )
     main_metric = 'top1'
     loss_types = ('ClassCrossEntropyLoss', )
-    report_metrics = (('top1', 'top-1'), ('top5', 'top-5'))
+    report_metrics = (('top1', 'top-1'), ('top5', 'top-5'))  # top5: n/a with fewer than 5 classes
 
     def targets(self, data, device):
         return data['label'].reshape(-1).to(device) if 'label' in data else None

@@ -36,7 +36,8 @@ def write_det_data(root, num_images=4, size=(64, 96), seed=0):
         for k in range(3):
             name = DET_CLASSES[k % 2]
             bw, bh = (16, 16) if name == 'square' else (24, 8)
-            x1, y1 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+            band = w // 3  # one object per vertical band: objects never overlap
+            x1, y1 = k * band + int(rng.integers(0, band - bw + 1)), int(rng.integers(0, h - bh))
             img[y1:y1 + bh, x1:x1 + bw] = (230, 230, 40) if name == 'square' else (20, 20, 120)
             objects.append((name, (x1, y1, x1 + bw, y1 + bh)))
         name = f'img{i:03d}'
