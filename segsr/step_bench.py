@@ -27,6 +27,7 @@ import segsr  # noqa: F401  (before basicsr)
 from basicsr.models import build_model
 
 from segsr.compat import apply_basicsr_fixes
+from segsr.tasks import get_task, task_of_dataset_opt
 from segsr.utils.amp import enable_amp
 from segsr.utils.misc import module_command
 
@@ -52,16 +53,30 @@ def _pair(size: Size) -> tuple:
     return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
 
 
+def _num_classes(opt: dict) -> Optional[int]:
+    train_set = opt['datasets']['train']
+    names = train_set.get('class_names')
+    return train_set.get('num_classes') or (len(names) if names else None) or \
+        (opt.get('network_task') or {}).get('num_classes')
+
+
 def random_batch(opt: dict, batch: int, gt_size: Size) -> dict:
-    """A fixed batch: random HR images, their bicubic LR and random labels in ``[0, num_classes)``."""
+    """A fixed batch: random HR images, their bicubic LR and, for a task dataset, random targets of its task
+    (:meth:`segsr.tasks.Task.random_targets`: label maps, boxes or class indices in ``[0, num_classes)``)."""
     height, width = _pair(gt_size)
     scale = opt['scale']
-    gt = torch.rand(batch, 3, height, width)
+    generator = torch.Generator().manual_seed(0)
+    gt = torch.rand(batch, 3, height, width, generator=generator)
     lq = torch.nn.functional.interpolate(gt, scale_factor=1 / scale, mode='bicubic', align_corners=False)
     data = {'gt': gt, 'lq': lq.clamp(0, 1)}
-    num_classes = opt['datasets']['train'].get('num_classes')
-    if num_classes:
-        data['seg'] = torch.randint(0, int(num_classes), (batch, height, width))
+    num_classes = _num_classes(opt)
+    train_set = opt['datasets']['train']
+    task = task_of_dataset_opt(train_set) or (get_task('seg') if train_set.get('num_classes') else None)
+    if task is not None:
+        if not num_classes:
+            raise ValueError(f"{opt.get('name', 'options')}: datasets.train needs num_classes or class_names (or "
+                             'network_task.num_classes) to time a task model on random targets.')
+        data.update(task.random_targets(batch, height, width, num_classes, generator))
     return data
 
 

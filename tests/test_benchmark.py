@@ -430,6 +430,41 @@ def test_smoke_benchmark_every_row_finite_then_resume_skips_finished_work(tmp_pa
     assert json.loads((out / 'results.json').read_text())['rows'][-1]['summary']['judge_miou'] is not None
 
 
+@pytest.mark.parametrize('profile, metric, judges', [
+    ('smoke_det', 'map_50', ('judge', 'deployed', 'judge_frcnn')),
+    ('smoke_cls', 'top1', ('judge', 'deployed', 'judge_mnl')),
+])
+def test_detection_and_classification_smoke_profiles(tmp_path, profile, metric, judges):
+    """Every row of a detection / classification profile is scored in the task's metric by every frozen net, with
+    paired image-bootstrap intervals against S->T of the same seed; seg-only rows are not in these tables."""
+    cmd = [sys.executable, os.path.join(REPO, 'scripts', 'benchmark.py'), '--profile', profile, '--out',
+           str(tmp_path / 'out'), '--data', str(tmp_path / 'data'), '--cache', str(tmp_path / 'cache')]
+    proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    out = tmp_path / 'out'
+    results = json.loads((out / 'results.json').read_text())
+    assert results['meta']['task'] == profile.split('_')[1]
+    rows = {r['key']: r for r in results['rows']}
+    assert list(rows) == ['hr', 'bicubic', 'l1', 's2t', 'esrgan', 'sr4ir', 'sfms']
+    for key, row in rows.items():
+        for run in row['runs']:
+            for part in [run] + list(run['kernels'].values()):
+                for name in judges:
+                    value = part['summary'][f'{name}_{metric}']
+                    assert 0 <= value <= 100, (key, name, value)
+                    ci = part['intervals'][f'{name}_vs_s2t']
+                    assert ci['block'] == 1 and math.isfinite(ci['low']) and ci['low'] <= ci['diff'] <= ci['high']
+    assert [r['seed'] for r in rows['sfms']['runs']] == [0, 1] and [r['seed'] for r in rows['esrgan']['runs']] == [0]
+    assert 0 <= rows['sr4ir']['summary'][f'own_{metric}'] <= 100
+    assert rows['sr4ir']['speed']['sec_per_iter'] > 0 and rows['sfms']['speed']['sec_per_iter'] > 0
+    table = (out / 'results.md').read_text()
+    assert ('judge mAP@.5' if metric == 'map_50' else 'judge top-1') in table
+    grid = cv2.imread(str(out / 'grid.png'))
+    assert grid is not None and grid.shape[1] > 9 * 288  # LR | 7 rows | HR | HR with its ground truth
+    assert cv2.imread(str(out / f'{metric}_vs_psnr.png')) is not None
+
+
 def test_changed_options_are_not_resumed_into_a_finished_run(tmp_path):
     from segsr.bench.runner import Benchmark
 

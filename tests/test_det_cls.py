@@ -26,7 +26,7 @@ COLOURS = {'square': (40, 230, 230), 'bar': (120, 20, 20)}  # RGB of the painted
 
 @pytest.fixture(scope='module')
 def det_root(tmp_path_factory):
-    return write_det_data(str(tmp_path_factory.mktemp('det') / 'voc'), num_images=4)
+    return write_det_data(str(tmp_path_factory.mktemp('det') / 'voc'))
 
 
 @pytest.fixture(scope='module')
@@ -43,8 +43,8 @@ def coco_file(det_root, path):
     from segsr.data.det_annotations import read_voc
 
     images, annotations = [], []
-    for i, name in enumerate(sorted(os.listdir(os.path.join(det_root, 'annotations')))):
-        record, _ = read_voc(os.path.join(det_root, 'annotations', name), DET_CLASSES)
+    for i, name in enumerate(sorted(os.listdir(os.path.join(det_root, 'Annotations')))):
+        record, _ = read_voc(os.path.join(det_root, 'Annotations', name), DET_CLASSES)
         images.append({'id': i, 'file_name': record.image, 'width': record.width, 'height': record.height})
         for box, label in zip(record.boxes, record.labels):
             x1, y1, x2, y2 = (float(v) for v in box)
@@ -93,9 +93,26 @@ def test_validation_sample_lq_coco_equals_voc_and_batches(det_root, tmp_path):
     assert batch['boxes'].shape == (2, 8, 4) and batch['num_boxes'].shape == (2, )
 
 
+def test_resize_scales_boxes_with_the_image(det_root):
+    plain = build(det_dataset_opt(det_root, 'val'), 'val')
+    short = min(plain[0]['gt'].shape[-2:])
+    resized = build(dict(det_dataset_opt(det_root, 'val'), resize=2 * short), 'val')
+    for i in range(len(plain)):
+        a, b = plain[i], resized[i]
+        assert b['gt'].shape[-2:] == tuple(2 * n for n in a['gt'].shape[-2:])
+        assert b['lq'].shape[-2:] == tuple(n // 4 for n in b['gt'].shape[-2:])
+        assert torch.allclose(b['boxes'], 2 * a['boxes']) and torch.equal(a['labels'], b['labels'])
+        gt = (b['gt'].permute(1, 2, 0).numpy() * 255).round().astype(int)
+        for box, label in zip(b['boxes'][:int(b['num_boxes'])], b['labels']):
+            x1, y1, x2, y2 = (int(v) for v in box.tolist())
+            assert np.abs(gt[(y1 + y2) // 2, (x1 + x2) // 2] - COLOURS[DET_CLASSES[int(label)]]).max() <= 2
+    with pytest.raises(ValueError, match="option resize must be a positive integer"):
+        build(dict(det_dataset_opt(det_root, 'val'), resize=0), 'val')
+
+
 def test_det_lmdb_gives_the_disk_samples(det_root, tmp_path):
     lmdb_path = str(tmp_path / 'gt.lmdb')
-    make_lmdb(os.path.join(det_root, 'images'), lmdb_path)
+    make_lmdb(os.path.join(det_root, 'JPEGImages'), lmdb_path)
     disk = build(det_dataset_opt(det_root, 'val'), 'val')
     from_lmdb = build(dict(det_dataset_opt(det_root, 'val'), dataroot_gt=lmdb_path, io_backend={'type': 'lmdb'}),
                       'val')
@@ -105,10 +122,10 @@ def test_det_lmdb_gives_the_disk_samples(det_root, tmp_path):
 
 
 def _one_image_det(root, objects, width=32, height=32, xml=None):
-    os.makedirs(os.path.join(root, 'images'), exist_ok=True)
-    os.makedirs(os.path.join(root, 'annotations'), exist_ok=True)
-    cv2.imwrite(os.path.join(root, 'images', 'a.png'), np.zeros((32, 32, 3), np.uint8))
-    with open(os.path.join(root, 'annotations', 'a.xml'), 'w') as f:
+    os.makedirs(os.path.join(root, 'JPEGImages'), exist_ok=True)
+    os.makedirs(os.path.join(root, 'Annotations'), exist_ok=True)
+    cv2.imwrite(os.path.join(root, 'JPEGImages', 'a.png'), np.zeros((32, 32, 3), np.uint8))
+    with open(os.path.join(root, 'Annotations', 'a.xml'), 'w') as f:
         f.write(xml if xml is not None else voc_xml('a.png', width, height, objects))
     return root
 
@@ -127,7 +144,7 @@ def test_bad_annotations_name_the_file_and_field(tmp_path, objects, width, match
 
 def test_missing_annotation_and_missing_options(tmp_path):
     root = _one_image_det(str(tmp_path / 'd'), [('square', (0, 0, 8, 8))])
-    os.remove(os.path.join(root, 'annotations', 'a.xml'))
+    os.remove(os.path.join(root, 'Annotations', 'a.xml'))
     with pytest.raises(FileNotFoundError, match=r"a\.png' has no annotation: no file .*a\.xml"):
         build(det_dataset_opt(root, 'val'), 'val')
     opt = det_dataset_opt(root, 'val')
@@ -144,17 +161,17 @@ def test_tiny_boxes_are_dropped_when_read(tmp_path):
 
 def test_classification_folders_sizes_and_errors(cls_root, tmp_path):
     train, val = build(cls_dataset_opt(cls_root, 'train')), build(cls_dataset_opt(cls_root, 'val'), 'val')
-    assert train.class_names == sorted(CLS_CLASSES) and train.task == 'cls' and len(train) == 9
+    assert train.class_names == sorted(CLS_CLASSES) and train.task == 'cls' and len(train) == 9 and len(val) == 9
     sample = val[4]
     assert sample['gt'].shape == (3, 32, 32) and sample['lq'].shape == (3, 8, 8)
     assert val.class_names[int(sample['label'])] == os.path.basename(os.path.dirname(sample['gt_path']))
     resized = build(dict(cls_dataset_opt(cls_root, 'val'), resize=24, center_crop=None), 'val')[0]
     assert min(resized['gt'].shape[-2:]) == 24
-    with pytest.raises(ValueError, match=r"listed classes without a folder .*folder/cats'"):
+    with pytest.raises(ValueError, match=r"listed classes without a folder .*val/cats'"):
         build(dict(cls_dataset_opt(cls_root, 'val'), class_names=list(CLS_CLASSES) + ['cats']), 'val')
     empty = tmp_path / 'f'
     write_cls_data(str(empty), per_class=1)
-    os.makedirs(empty / 'socks')
+    os.makedirs(empty / 'val' / 'socks')
     with pytest.raises(ValueError, match=r"Class folder '.*socks' holds no image"):
         build(cls_dataset_opt(str(empty), 'val'), 'val')
 

@@ -51,7 +51,7 @@ def sfms_views_opt(tiny_data, tmp_path):
 def sr4ir_det_opt(tiny_data, tmp_path):
     """SR4IR with a detector (issue 21): its task phase samples proposals from torch's global generator, and TDP
     reads two FPN levels; the data is written afresh (the same files) for every run."""
-    root = write_det_data(str(tmp_path / 'det_data'), num_images=4)
+    root = write_det_data(str(tmp_path / 'det_data'))
     return task_sr4ir_opt('det', root, tdp_opt={'type': 'TDPLoss', 'layer_weights': {'fpn0': 0.5, 'fpn1': 0.5}})
 
 

@@ -60,6 +60,26 @@ def test_targets_from_batches():
         assert get_task(name).targets({}, torch.device('cpu')) is None
 
 
+def test_random_targets_have_the_dataset_layout():
+    """What the step timing feeds a model: each task's keys, in range, boxes inside the image with positive size."""
+    generator = torch.Generator().manual_seed(0)
+    for name in task_names():
+        task = get_task(name)
+        data = task.random_targets(3, 40, 60, 5, generator)
+        assert set(data) == set(task.target_keys) and task.has_targets(data)
+        targets = task.targets(data, torch.device('cpu'))
+        if name == 'det':
+            assert len(targets) == 3
+            for t in targets:
+                boxes = t['boxes']
+                assert len(boxes) == 4 and (boxes[:, 2:] > boxes[:, :2]).all() and (boxes >= 0).all()
+                assert (boxes[:, [0, 2]] <= 60).all() and (boxes[:, [1, 3]] <= 40).all()
+                assert t['labels'].min() >= 0 and t['labels'].max() < 5
+        else:
+            assert targets.shape == ((3, 40, 60) if name == 'seg' else (3, ))
+            assert targets.min() >= 0 and targets.max() < 5
+
+
 def test_logits_view_losses_match_per_view_criteria():
     torch.manual_seed(0)
     net, task = TinyClassifier(), get_task('cls')

@@ -117,6 +117,13 @@ def folder_data(data_opt: dict, root: Optional[str] = None) -> DataInfo:
     if task not in ('det', 'cls'):
         raise ValueError(f"data.task = {task!r}: expected seg, det or cls.")
     root = osp.abspath(root or data_opt.get('root') or '')
+    if data_opt.get('prepare') == 'synthetic' and not osp.isdir(root):
+        from segsr.data.synthetic_tasks import make_synthetic_cls, make_synthetic_det
+
+        get_root_logger().info(f"Making synthetic {task} data in {root}: {data_opt.get('synthetic') or {}}.")
+        (make_synthetic_det if task == 'det' else make_synthetic_cls)(root, **(data_opt.get('synthetic') or {}))
+    elif data_opt.get('prepare') not in (None, 'synthetic'):
+        raise ValueError(f"data.prepare = {data_opt['prepare']!r}: a {task} set is used in place (or synthetic).")
     splits = (data_opt.get('train_split', 'train'), data_opt.get('eval_split', 'val'))
     if task == 'det':
         needed = [osp.join(root, 'JPEGImages'), osp.join(root, 'Annotations')]

@@ -95,6 +95,24 @@ class PairedImageBase(data.Dataset):
             return f"key '{path}' of LMDB '{self.lmdb_roots()[client_key]}'"
         return f"'{path}'"
 
+    def _parse_resize(self) -> None:
+        """The ``resize`` option of the subclasses that offer it: the HR image's shorter side in pixels."""
+        value = self.opt.get('resize')
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise self._fail(f'option resize must be a positive integer (the shorter side in pixels), got {value!r}.')
+        self.resize = value
+        if self.resize is not None and self.lq_root:
+            raise self._fail('option resize changes the GT size, so it cannot be combined with dataroot_lq.')
+
+    def _resize_gt(self, img: np.ndarray) -> Tuple[np.ndarray, Tuple[float, float]]:
+        """``img`` resized so that its shorter side is ``resize`` pixels (``cv2.INTER_AREA`` when shrinking, bicubic
+        when enlarging, clipped to [0, 1]) and the ``(x, y)`` factors of the change."""
+        h, w = img.shape[:2]
+        factor = self.resize / min(h, w)
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        out = cv2.resize(img, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
+        return np.clip(out, 0, 1), (size[0] / w, size[1] / h)
+
     def _make_lq(self, img_gt: np.ndarray) -> np.ndarray:
         """The LQ image made from ``img_gt`` by ``lq_downsample`` (one method, or one drawn per sample)."""
         method = self.lq_downsample[0] if len(self.lq_downsample) == 1 else random.choice(self.lq_downsample)

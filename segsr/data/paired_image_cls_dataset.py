@@ -2,7 +2,6 @@
 from os import path as osp
 from typing import Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 import torch
 from basicsr.utils import img2tensor
@@ -54,9 +53,7 @@ class PairedImageClsDataset(PairedImageBase):
         if names is not None and (not isinstance(names, (list, tuple)) or not names):
             raise self._fail(f'option class_names must be a non-empty list of class names, got {names!r}.')
         self.class_names = [str(n) for n in names] if names else None
-        self.resize = int(opt['resize']) if opt.get('resize') else None
-        if self.resize is not None and self.lq_root:
-            raise self._fail('option resize changes the GT size, so it cannot be combined with dataroot_lq.')
+        self._parse_resize()
         self.center_crop = crop_size(opt['center_crop']) if opt.get('center_crop') else None
         if self.center_crop and (self.center_crop[0] % self.scale or self.center_crop[1] % self.scale):
             raise self._fail(f"option center_crop {opt['center_crop']} is not divisible by scale {self.scale}.")
@@ -119,13 +116,6 @@ class PairedImageClsDataset(PairedImageBase):
         self._set_classes(self.class_names)
         return paths
 
-    def _resize(self, img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
-        factor = self.resize / min(h, w)
-        size = (max(1, round(w * factor)), max(1, round(h * factor)))
-        out = cv2.resize(img, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
-        return np.clip(out, 0, 1)
-
     def _center(self, img_gt: np.ndarray, img_lq: Optional[np.ndarray], where: str):
         ch, cw = self.center_crop
         h, w = img_gt.shape[:2]
@@ -141,7 +131,7 @@ class PairedImageClsDataset(PairedImageBase):
 
     def _transform(self, img_gt: np.ndarray, img_lq: Optional[np.ndarray], where: str) -> Tuple[np.ndarray, ...]:
         if self.resize is not None:
-            img_gt = self._resize(img_gt)
+            img_gt = self._resize_gt(img_gt)[0]
         img_gt = mod_crop(img_gt, self.scale)
         if self.phase == 'train':
             img_gt, _, _, img_lq = paired_random_crop_boxes(img_gt, NO_BOXES, NO_LABELS, self.gt_size, self.scale,

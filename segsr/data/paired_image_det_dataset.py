@@ -51,6 +51,9 @@ class PairedImageDetDataset(PairedImageBase):
             - min_box_size (float): Smallest box side kept when reading (HR pixels). Default: 2.
             - allow_empty (bool): Accept images without boxes. Default: False (an error naming the file).
             - crop_min_visible (float), crop_min_side (float): The crop rule. Defaults: 0.5, 2.
+            - resize (int, optional): Resize the HR image (and its boxes) so that its shorter side has this many
+              pixels before anything else (``cv2.INTER_AREA`` when shrinking): SR at a scale where the LR loses
+              detail (not with ``dataroot_lq``). ``min_box_size`` applies to the boxes as annotated.
 
     Attributes:
         num_classes (int), class_names (list[str]), task (``'det'``).
@@ -58,7 +61,7 @@ class PairedImageDetDataset(PairedImageBase):
 
     task = 'det'
     OPTION_KEYS = BASE_KEYS + ('dataroot_ann', 'ann_file', 'class_names', 'split_file', 'num_classes', 'max_boxes',
-                               'min_box_size', 'allow_empty', 'crop_min_visible', 'crop_min_side')
+                               'min_box_size', 'allow_empty', 'crop_min_visible', 'crop_min_side', 'resize')
 
     # ----------------------------------------------------------------------------------------------- options
     def _parse_targets(self) -> None:
@@ -71,6 +74,7 @@ class PairedImageDetDataset(PairedImageBase):
         self.allow_empty = bool(opt.get('allow_empty', False))
         self.crop_min_visible = float(opt.get('crop_min_visible', 0.5))
         self.crop_min_side = float(opt.get('crop_min_side', 2))
+        self._parse_resize()
         if self.max_boxes < 1 or not 0 <= self.crop_min_visible <= 1:
             raise self._fail(f'option max_boxes must be >= 1 and crop_min_visible in [0, 1]; got {self.max_boxes}, '
                              f'{self.crop_min_visible}.')
@@ -121,21 +125,25 @@ class PairedImageDetDataset(PairedImageBase):
             raise ValueError(f"Dataset '{self.name}': annotation '{source}' gives size (h, w) "
                              f'{(record.height, record.width)} but image {gt_where} has size {tuple(hw)}.')
 
-    def _gt_names(self) -> List[str]:
-        split_file = self.opt.get('split_file')
-        if not split_file:
-            return self._gt_names_from_folder()
+    def _split_ids(self, known) -> List[str]:
+        """The image ids of ``split_file`` (a VOC ``ImageSets/Main/<split>.txt``), each one of ``known``."""
+        split_file = self.opt['split_file']
         if not osp.isfile(split_file):
             raise FileNotFoundError(f"Dataset '{self.name}': split_file '{split_file}' does not exist.")
         with open(split_file, 'r', encoding='utf-8') as f:
             ids = [line.split()[0] for line in f if line.strip()]
-        index = index_by_stem(self.gt_root)
-        missing = [i for i in ids if i not in index]
+        missing = [i for i in ids if i not in known]
         if missing or not ids:
             raise FileNotFoundError(f"Dataset '{self.name}': split_file '{split_file}' "
                                     + (f"names '{missing[0]}', which has no image in '{self.gt_root}'." if missing
                                        else 'names no image.'))
-        return [index[i] for i in ids]
+        return ids
+
+    def _gt_names(self) -> List[str]:
+        if not self.opt.get('split_file'):
+            return self._gt_names_from_folder()
+        index = index_by_stem(self.gt_root)
+        return [index[i] for i in self._split_ids(index)]
 
     def _paths_from_folders(self) -> List[Dict[str, Optional[str]]]:
         for key, folder in [('dataroot_gt', self.gt_root)] + ([('dataroot_lq', self.lq_root)] if self.lq_root else []):
@@ -168,6 +176,9 @@ class PairedImageDetDataset(PairedImageBase):
         self.io_backend_opt['db_paths'] = [folder for _, _, folder in roots]
         self.io_backend_opt['client_keys'] = [client for client, _, _ in roots]
         entries = read_meta_info(self.opt.get('meta_info_file') or osp.join(self.gt_root, 'meta_info.txt'))
+        if self.opt.get('split_file'):  # the listed ids, in the list's order
+            shapes = {stem_of(name): shape for name, shape in entries}
+            entries = [(key, shapes.get(key)) for key in self._split_ids(shapes)]
         paths, self.records = [], []
         for name, shape in entries:
             key = stem_of(name)
@@ -192,6 +203,9 @@ class PairedImageDetDataset(PairedImageBase):
         """Mod-crop (boxes clipped by the crop rule), training crop + flips (a read LQ patch turns with the GT), then
         the LQ made from the GT when none was read."""
         rule = dict(min_visible=self.crop_min_visible, min_side=self.crop_min_side)
+        if self.resize is not None:
+            img_gt, (fx, fy) = self._resize_gt(img_gt)
+            boxes = boxes * np.array([fx, fy, fx, fy], dtype=boxes.dtype)
         if img_lq is not None or self.phase != 'train':
             h, w = img_gt.shape[0] - img_gt.shape[0] % self.scale, img_gt.shape[1] - img_gt.shape[1] % self.scale
             img_gt, boxes, labels = crop(img_gt, boxes, labels, 0, 0, h, w, **rule)

@@ -118,6 +118,12 @@ class Task:
         """The batch's targets on ``device``, or None when the batch has none."""
         raise NotImplementedError
 
+    def random_targets(self, batch: int, height: int, width: int, num_classes: int,
+                       generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
+        """Random targets in the dataset's batch layout (the keys of :attr:`target_keys`) for ``batch`` images of
+        ``height`` x ``width``: what timing a training step needs without reading data."""
+        raise NotImplementedError
+
     def check_loss(self, criterion: nn.Module, option_name: str) -> None:
         """Raise ``ValueError`` naming ``option_name`` when ``criterion`` is not a loss of this task."""
         if type(criterion).__name__ not in self.loss_types:

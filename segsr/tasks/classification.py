@@ -57,6 +57,9 @@ class ClassificationTask(LogitsTask):
     def targets(self, data, device):
         return data['label'].reshape(-1).to(device) if 'label' in data else None
 
+    def random_targets(self, batch, height, width, num_classes, generator=None):
+        return {'label': torch.randint(0, int(num_classes), (batch, ), generator=generator)}
+
     def loss_block(self, loss_weight=1.0, ignore_index=255):
         return dict(type='ClassCrossEntropyLoss', loss_weight=float(loss_weight))
 

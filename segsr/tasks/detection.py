@@ -90,6 +90,15 @@ class DetectionTask(Task):
     def targets(self, data, device):
         return unpad_targets(data, device) if 'boxes' in data else None
 
+    def random_targets(self, batch, height, width, num_classes, generator=None, boxes_per_image=4):
+        """``boxes_per_image`` boxes per image, each side between 1/16 and 1/4 of the image's side."""
+        size = torch.tensor([width, height, width, height], dtype=torch.float32)
+        wh = (1 / 16 + 3 / 16 * torch.rand(batch, boxes_per_image, 2, generator=generator)) * size[:2]
+        xy = torch.rand(batch, boxes_per_image, 2, generator=generator) * (size[:2] - wh)
+        return {'boxes': torch.cat([xy, xy + wh], dim=2),
+                'labels': torch.randint(0, int(num_classes), (batch, boxes_per_image), generator=generator),
+                'num_boxes': torch.full((batch, ), boxes_per_image, dtype=torch.int64)}
+
     def view_losses(self, net, views, targets, criteria, aux_weight=0.0):
         return {view: criteria[view](net(images, targets=targets)['losses']) for view, images in views}
 

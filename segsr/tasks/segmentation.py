@@ -55,6 +55,9 @@ class SegmentationTask(LogitsTask):
     def targets(self, data, device):
         return data['seg'].to(device) if 'seg' in data else None
 
+    def random_targets(self, batch, height, width, num_classes, generator=None):
+        return {'seg': torch.randint(0, int(num_classes), (batch, height, width), generator=generator)}
+
     def loss_block(self, loss_weight=1.0, ignore_index=255):
         return dict(type='SegCrossEntropyLoss', loss_weight=float(loss_weight), ignore_index=int(ignore_index))
 
