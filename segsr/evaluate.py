@@ -210,10 +210,10 @@ def task_picture_grid(dataset, results: Dict[str, dict], keep: List[int], task: 
 
 
 def _pad_to_height(img: np.ndarray, height: int) -> np.ndarray:
-    """``img`` with white rows below it up to ``height``."""
+    """``img`` with white rows above it up to ``height`` (above: captions differ in lines, the images stay aligned)."""
     if img.shape[0] == height:
         return img
-    return np.concatenate([img, np.full((height - img.shape[0], img.shape[1], 3), 255, np.uint8)], axis=0)
+    return np.concatenate([np.full((height - img.shape[0], img.shape[1], 3), 255, np.uint8), img], axis=0)
 
 
 def _resize_like(img: np.ndarray, ref: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Pictures for people: palette-coloured label maps and captioned panels / grids."""
 import os
+import textwrap
 from typing import List, Optional, Sequence
 
 import cv2
@@ -51,11 +52,17 @@ def tensor_to_rgb(img: torch.Tensor) -> np.ndarray:
     return (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
 
 
-def _caption(img: np.ndarray, text: str, height: int = 18) -> np.ndarray:
-    bar = np.full((height, img.shape[1], 3), 255, dtype=np.uint8)
-    scale = 0.45
-    cv2.putText(bar, text[:max(1, img.shape[1] // 8)], (3, height - 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
-                cv2.LINE_AA)
+def _caption_lines(text: str, width: int) -> List[str]:
+    """``text`` wrapped to lines that fit ``width`` pixels (about 8 px per character), words kept whole where they fit."""
+    return textwrap.wrap(text, max(1, width // 8), break_on_hyphens=False) or ['']
+
+
+def _caption(img: np.ndarray, text: str, lines: int = 1, height: int = 18) -> np.ndarray:
+    """``img`` under a white bar of ``lines`` text lines (at least as many as ``text`` needs: nothing is cut)."""
+    wrapped = _caption_lines(text, img.shape[1])
+    bar = np.full((height * max(lines, len(wrapped)), img.shape[1], 3), 255, dtype=np.uint8)
+    for i, line in enumerate(wrapped):
+        cv2.putText(bar, line, (3, height * (i + 1) - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([bar, img], axis=0)
 
 
@@ -66,13 +73,14 @@ def _fit(img: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def make_panel(images: Sequence[np.ndarray], captions: Optional[Sequence[str]] = None, gap: int = 4) -> np.ndarray:
-    """Place RGB images side by side (resized to the first one's size), each with an optional caption."""
+    """Place RGB images side by side (resized to the first one's size), each with an optional wrapped caption."""
     height, width = images[0].shape[:2]
+    lines = max((len(_caption_lines(c, width)) for c in captions), default=1) if captions is not None else 0
     tiles = []
     for i, img in enumerate(images):
         tile = _fit(img, height, width)
         if captions is not None:
-            tile = _caption(tile, captions[i])
+            tile = _caption(tile, captions[i], lines)
         tiles.append(tile)
         if i < len(images) - 1:
             tiles.append(np.full((tile.shape[0], gap, 3), 255, dtype=np.uint8))
