@@ -57,11 +57,10 @@ def _caption_lines(text: str, width: int) -> List[str]:
     return textwrap.wrap(text, max(1, width // 8), break_on_hyphens=False) or ['']
 
 
-def _caption(img: np.ndarray, text: str, lines: int = 1, height: int = 18) -> np.ndarray:
-    """``img`` under a white bar of ``lines`` text lines (at least as many as ``text`` needs: nothing is cut)."""
-    wrapped = _caption_lines(text, img.shape[1])
-    bar = np.full((height * max(lines, len(wrapped)), img.shape[1], 3), 255, dtype=np.uint8)
-    for i, line in enumerate(wrapped):
+def _caption(img: np.ndarray, lines: Sequence[str], rows: int, height: int = 18) -> np.ndarray:
+    """``img`` under a white bar of ``rows`` text rows holding ``lines`` (``rows >= len(lines)``)."""
+    bar = np.full((height * rows, img.shape[1], 3), 255, dtype=np.uint8)
+    for i, line in enumerate(lines):
         cv2.putText(bar, line, (3, height * (i + 1) - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([bar, img], axis=0)
 
@@ -75,12 +74,13 @@ def _fit(img: np.ndarray, height: int, width: int) -> np.ndarray:
 def make_panel(images: Sequence[np.ndarray], captions: Optional[Sequence[str]] = None, gap: int = 4) -> np.ndarray:
     """Place RGB images side by side (resized to the first one's size), each with an optional wrapped caption."""
     height, width = images[0].shape[:2]
-    lines = max((len(_caption_lines(c, width)) for c in captions), default=1) if captions is not None else 0
+    wrapped = [_caption_lines(c, width) for c in captions] if captions is not None else None
+    rows = max(len(w) for w in wrapped) if wrapped else 0  # one bar height for the panel: the tallest caption's
     tiles = []
     for i, img in enumerate(images):
         tile = _fit(img, height, width)
-        if captions is not None:
-            tile = _caption(tile, captions[i], lines)
+        if wrapped is not None:
+            tile = _caption(tile, wrapped[i], rows)
         tiles.append(tile)
         if i < len(images) - 1:
             tiles.append(np.full((tile.shape[0], gap, 3), 255, dtype=np.uint8))
