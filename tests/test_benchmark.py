@@ -460,7 +460,9 @@ def test_detection_and_classification_smoke_profiles(tmp_path, profile, metric, 
     assert 0 <= rows['sr4ir']['summary'][f'own_{metric}'] <= 100
     assert rows['sr4ir']['speed']['sec_per_iter'] > 0 and rows['sfms']['speed']['sec_per_iter'] > 0
     table = (out / 'results.md').read_text()
-    assert ('judge mAP@.5' if metric == 'map_50' else 'judge top-1') in table
+    label = 'mAP@.5' if metric == 'map_50' else 'top-1'
+    assert f'judge {label}' in table and f"each frozen net's {label} on the row's SR output" in table
+    assert 'mIoU' not in table and 'block-bootstrap' not in table  # the segmentation wording nowhere
     grid = cv2.imread(str(out / 'grid.png'))
     assert grid is not None and grid.shape[1] > 9 * 288  # LR | 7 rows | HR | HR with its ground truth
     assert cv2.imread(str(out / f'{metric}_vs_psnr.png')) is not None

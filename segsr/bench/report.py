@@ -37,7 +37,7 @@ def write_results(out_dir: str, records: List[dict], meta: dict, names: List[str
     transfer = ''.join(transfer_table(records, names, others, kernel, meta['lq_downsample'], metric)
                        for kernel in [None] + list(meta['kernels']))
     write_text(osp.join(out_dir, 'results.md'),
-               header_text(meta) + '\n' + table + '\n' + footnotes(meta) + '\n' + transfer + TRANSFER_NOTES)
+               header_text(meta) + '\n' + table + '\n' + footnotes(meta) + '\n' + transfer + transfer_notes(meta))
     payload = finite_or_none(dict(meta=meta, rows=[strip_pictures(r) for r in records]))
     write_json(osp.join(out_dir, 'results.json'), payload)
     save_rgb(osp.join(out_dir, 'grid.png'), grid(records, dataset, keep, meta.get('task', 'seg')))
@@ -166,8 +166,8 @@ def footnotes(meta: dict) -> str:
 
 
 TRANSFER_NOTES = """\
-Transfer tables: each frozen net's mIoU on the row's SR output and its difference to S->T of the same seed and
-kernel (95% paired block-bootstrap interval; several seeds: mean, range, seeds with the interval above 0). judge and
+Transfer tables: each frozen net's {label} on the row's SR output and its difference to S->T of the same seed and
+kernel (95% paired {bootstrap}-bootstrap interval; several seeds: mean, range, seeds with the interval above 0). judge and
 judge_<name> never trained with any SR method (judge_<name>: other architecture families); deployed is the network
 the task-aware rows train through. transfer ratio: mean gain of the judge_<name> nets / the deployed net's gain (of
 the seeds' means): 1 = the gain holds for networks the SR never saw, 0 = it is tied to the deployed network; it is
@@ -175,6 +175,12 @@ only meaningful where the deployed gain's interval is above 0. grid %: the share
 Y) at the LR pixel grid's harmonics (segsr.metrics.calculate_grid_share; about 0.1 for an error without a pattern,
 higher for a periodic grid).
 """
+
+
+def transfer_notes(meta: dict) -> str:
+    """The transfer tables' notes: the run's metric, and block (segmentation: consecutive frames) or image bootstrap."""
+    bootstrap = 'block' if meta.get('task', 'seg') == 'seg' else 'image'
+    return TRANSFER_NOTES.format(label=metric_of(meta)['label'], bootstrap=bootstrap)
 
 
 def header_text(meta: dict) -> str:
