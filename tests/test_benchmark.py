@@ -479,8 +479,39 @@ def test_changed_options_are_not_resumed_into_a_finished_run(tmp_path):
     with pytest.raises(ValueError, match=r'options of step s2t_s0 changed'):
         Benchmark(changed, str(tmp_path / 'out'), str(tmp_path / 'data'),
                   cache_dir=str(tmp_path / 'cache')).write_options('s2t_s0')
+    # nor is a finished run reused when what it was trained from changed (here: another deployed segmenter)
+    ckpt = bench.builder.checkpoint('sfms_s0', 'g')
+    os.makedirs(os.path.dirname(ckpt))
+    torch.save({'params': {}}, ckpt)
+    bench.write_options('sfms_s0')
+    (tmp_path / 'out' / 'state' / 'train_sfms_s0.json').write_text(json.dumps({'seconds': 1.0, 'iters': 2}))
+    assert bench.train_record('sfms_s0') is not None
+    other = deep_merge(profile, {'deployed': {'iters': 3}})
+    with pytest.raises(ValueError, match=r'options of step sfms_s0 changed.*a starting point'):
+        Benchmark(other, str(tmp_path / 'out'), str(tmp_path / 'data'), cache_dir=str(tmp_path / 'cache')).train(
+            'sfms_s0')
     with pytest.raises(FileNotFoundError, match='--l1-start nope.pth: no such checkpoint'):
         Benchmark(profile, str(tmp_path / 'out'), str(tmp_path / 'data'), l1_start='nope.pth')
+
+
+def test_an_evaluation_by_other_frozen_nets_is_redone(tmp_path):
+    """A row's scores are reused only when the same frozen nets (the same checkpoints) made them."""
+    from segsr.bench.runner import Benchmark
+
+    profile = load_profile('smoke')
+    bench = Benchmark(profile, str(tmp_path / 'out'), str(tmp_path / 'data'), cache_dir=str(tmp_path / 'cache'))
+    np.savez(tmp_path / 'out' / 'state' / 'matrices_s2t_s0.npz',
+             **{name: np.eye(4, dtype=np.int64) for name in bench.builder.judge_names})
+    state = tmp_path / 'out' / 'state' / 'eval_s2t_s0.json'
+    state.write_text(json.dumps({'summary': {}, 'pictures': {}, 'scored_by': bench.scored_by()}))
+    assert bench._evaluated('s2t_s0')
+    other = Benchmark(deep_merge(profile, {'judge': {'iters': 3}}), str(tmp_path / 'out'), str(tmp_path / 'data'),
+                      cache_dir=str(tmp_path / 'cache'))
+    assert other.scored_by()['judge'] != bench.scored_by()['judge']
+    assert other.scored_by()['deployed'] == bench.scored_by()['deployed']
+    assert not other._evaluated('s2t_s0')
+    state.write_text(json.dumps({'summary': {}, 'pictures': {}}))  # a state from before the nets were recorded
+    assert not bench._evaluated('s2t_s0')
 
 
 def _fake_segnet_camvid(src):

@@ -121,11 +121,15 @@ class Benchmark:
         """
         path = osp.join(self.out_dir, 'options', f'{step_id}.yml')
         text = yaml.safe_dump(self.options[step_id], sort_keys=False)
-        if not self.builder.is_start(step_id) and osp.isfile(path) and osp.isdir(self.builder.run_dir(step_id)):
+        before = None
+        if osp.isfile(path):
             with open(path) as f:
-                if f.read() != text:
-                    raise ValueError(f'{path}: the options of step {step_id} changed since this benchmark started '
-                                     f'(profile or data); use another --out or delete {self.out_dir}.')
+                before = f.read()
+        if before == text:
+            return path
+        if before is not None and not self.builder.is_start(step_id) and osp.isdir(self.builder.run_dir(step_id)):
+            raise ValueError(f'{path}: the options of step {step_id} changed since this benchmark started '
+                             f'(profile, data or a starting point); use another --out or delete {self.out_dir}.')
         with open(path, 'w') as f:
             f.write(text)
         return path
@@ -164,12 +168,12 @@ class Benchmark:
             return
         net = self.builder.start_net(base) if self.builder.is_start(base) else 'g'
         expected = self.builder.checkpoint(step_id, net)
+        opt_path = self.write_options(step_id)  # a finished run too: one trained from another starting point is refused
         done = self.train_record(step_id)
         if done and osp.isfile(expected):
             where = f' (cached: {self.builder.run_dir(step_id)})' if self.builder.is_start(step_id) else ''
             self.logger.info(f'{step_id}: trained already ({done["seconds"] / 60:.1f} min){where}, skipped.')
             return
-        opt_path = self.write_options(step_id)
         cmd, env = module_command('segsr.train', '-opt', opt_path, '--auto_resume')
         log_path = osp.join(self.out_dir, 'logs', f'train_{step_id}.txt')
         self.logger.info(f'{step_id}: training ({self.options[step_id]["train"]["total_iter"]} iterations) in '
@@ -256,9 +260,20 @@ class Benchmark:
         """
         return f'{row.key}_s{seed}' + (f'@{kernel}' if kernel else '')
 
+    def scored_by(self) -> Dict[str, str]:
+        """What each frozen net is: its checkpoint (a starting point's folder is named by its options), or the
+        network block of a net that comes with its weights. An evaluation by other nets is redone."""
+        return {name: self.builder.checkpoint(name, 'task') or json.dumps(self.builder.frozen_network(name),
+                                                                            sort_keys=True, default=str)
+                for name in self.builder.judge_names}
+
     def _evaluated(self, key: str) -> bool:
         path = self._state('matrices', key, 'npz')
-        if not (self._load_state('eval', key) and osp.isfile(path)):
+        state = self._load_state('eval', key)
+        if not (state and osp.isfile(path)):
+            return False
+        if state.get('scored_by') != self.scored_by():
+            self.logger.info(f'{key}: scored by other frozen nets (or before they were recorded); scoring again.')
             return False
         with np.load(path) as mats:  # an evaluation from before a judge was added is redone
             return set(self.builder.judge_names) <= {name.split(STATS_SEP)[0] for name in mats.files}
@@ -328,7 +343,7 @@ class Benchmark:
             pictures[str(idx)] = base
         self.save_stats(key, scorer, list(nets))
         summary = {k: v for k, v in result['summary'].items()}
-        self._save_state('eval', key, {'summary': summary, 'pictures': pictures})
+        self._save_state('eval', key, {'summary': summary, 'pictures': pictures, 'scored_by': self.scored_by()})
         main, label = self.task.report_metrics[0]
         scores = ', '.join(f"{name} {label} {summary[f'{name}_{main}']:.2f}" for name in nets)
         self.logger.info(f"{row.label} (seed {seed}{f', kernel {kernel}' if kernel else ''}): {scores}, PSNR "
