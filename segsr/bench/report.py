@@ -150,7 +150,7 @@ Values with several seeds are means (± sample sd). own {label}: SR4IR's own tas
 train min: as in the segmentation benchmark (docs/benchmark.md).
 """
 METRIC_NOTES = {
-    'det': 'mAP@.5: COCO AP at IoU 0.5 (101-point, torchmetrics with pycocotools), in percent, averaged over classes.',
+    'det': 'mAP@.5: COCO AP at IoU 0.5 (101 recall points, pycocotools COCOeval), in percent, averaged over classes.',
     'cls': 'top-1: share of images whose highest-scoring class is the true one, in percent.',
 }
 TASK_WORDS = {'det': ('detection', 'detector'), 'cls': ('classification', 'classifier')}

@@ -129,17 +129,16 @@ def paired_image_bootstrap(score_a: Callable[[np.ndarray], float], score_b: Call
     same set the same way) and scores *both* methods on that same draw (paired); the interval is the percentile
     interval of the finite replicate differences. Use :func:`paired_block_bootstrap` for video frames.
 
-    Speed: every replicate calls each score once, so a detection replicate is two full COCO evaluations. Measured
-    with ``DetectionScores.summary(idx, per_class=False)['map_50']`` on 87 images x 20 predicted boxes (10 ground
-    truth each), 2 classes (BCCD's val size), torch on one thread, a shared 2-core CPU: 0.35 s per mAP, 0.70 s per
-    replicate, so ``samples=1000`` takes about 12 minutes (``per_class=True`` doubles that here: one more COCO pass
-    per class). Nearly all of it is pycocotools' ``evaluateImg`` (Python loops over images, classes and COCO's four
-    area ranges); pass fewer ``samples`` (e.g. 200: about 2.5 minutes) when that is too slow. Classification scores
-    from ``ClassificationScores.summary`` cost about 0.4 ms per replicate for 1000 images.
+    Speed: every replicate calls each score once. For detection pass ``DetectionScores.map_50`` (COCO's matching
+    done once per method, then COCO's ranking of each draw): measured on 87 images x 20 predicted boxes (10 ground
+    truth each), 2 classes (BCCD's val size), torch on one thread, a shared 2-core CPU: 35 ms to match both methods,
+    then 1.2 ms per replicate (2000 replicates in 2.4 s). ``DetectionScores.summary(idx, per_class=False)`` is a full
+    COCO evaluation per call (0.35 s, i.e. 0.70 s per replicate). ``ClassificationScores.summary`` costs about 0.4 ms
+    per replicate for 1000 images.
 
     Args:
         score_a: ``score_a(indices) -> float``, the method's score of the images ``indices`` (an int array of
-            positions, repeats allowed), e.g. ``lambda idx: det.summary(idx, per_class=False)['map_50']``.
+            positions, repeats allowed), e.g. ``det.map_50`` or ``lambda idx: cls.summary(idx)['top1']``.
         score_b: The reference's score, the same way, on the same images.
         num_images: Number of images both scores index.
         samples: Bootstrap replicates. Default: 1000.

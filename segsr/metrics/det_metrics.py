@@ -2,7 +2,10 @@
 
 segsr does not compute mAP itself: :class:`DetectionScores` keeps every image's predictions and ground truth and
 hands the images asked for to ``torchmetrics.detection.MeanAveragePrecision`` (``iou_type='bbox'``,
-``box_format='xyxy'``, ``class_metrics=True``, backend ``pycocotools``), i.e. to COCO's own ``COCOeval``.
+``box_format='xyxy'``, ``class_metrics=True``, backend ``pycocotools``), i.e. to COCO's own ``COCOeval``, with
+COCO's own IoU and recall thresholds (torchmetrics' defaults are their float32 roundings, e.g. 0.00999999977 for
+recall 0.01, which move the AP of a class whose recall lands exactly on a recall point). For bootstrap draws,
+:meth:`DetectionScores.map_50` gives the same AP@.5 from one COCO matching of all images (milliseconds per draw).
 
 Conventions (COCO's, reported in percent):
     * ``map`` is AP averaged over the IoU thresholds 0.50:0.05:0.95, ``map_50`` / ``map_75`` at one threshold;
@@ -14,6 +17,9 @@ Conventions (COCO's, reported in percent):
       any ground truth in the scored images has an undefined AP (COCO's -1, NaN here) and is left out of the mean,
       even when it has predictions. Scores with no class defined are NaN.
 """
+import contextlib
+import copy
+import io
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -22,6 +28,9 @@ import torch
 from segsr.metrics.inputs import ArrayLike, as_class_indices, as_finite_tensor, check_classes
 
 _SUMMARY_KEYS = ('map', 'map_50', 'map_75')
+# pycocotools' Params.setDetParams: IoU 0.50:0.05:0.95 and recall 0:0.01:1, float64
+_COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10).tolist()
+_COCO_RECALL_POINTS = np.linspace(0.0, 1.0, 101).tolist()
 
 
 def _check_boxes(value: ArrayLike, name: str) -> torch.Tensor:
@@ -87,13 +96,14 @@ class DetectionScores:
         self.num_classes = int(num_classes)
         self.preds: List[Dict[str, torch.Tensor]] = []
         self.targets: List[Dict[str, torch.Tensor]] = []
+        self._matched: Optional[_MatchedImages] = None  # built by map_50, dropped when the images change
 
     def __len__(self) -> int:
         return len(self.preds)
 
     def reset(self) -> None:
         """Forget every image."""
-        self.preds, self.targets = [], []
+        self.preds, self.targets, self._matched = [], [], None
 
     def add(self, pred_boxes: ArrayLike, pred_scores: ArrayLike, pred_labels: ArrayLike, gt_boxes: ArrayLike,
             gt_labels: ArrayLike) -> None:
@@ -117,6 +127,7 @@ class DetectionScores:
         gt_lab = _check_labels(gt_labels, 'gt_labels', self.num_classes, len(gt))
         self.preds.append(dict(boxes=boxes, scores=scores, labels=labels))
         self.targets.append(dict(boxes=gt, labels=gt_lab))
+        self._matched = None
 
     def _indices(self, indices: Optional[Sequence[int]]) -> List[int]:
         """``indices`` as ints (all images for ``None``); ``ValueError`` naming ``indices`` when out of range."""
@@ -134,7 +145,8 @@ class DetectionScores:
         Args:
             indices: Positions of the images (in :meth:`add` order); default all.
             per_class: Also score each class (``ap50_<name>``, ``ap_<name>``): one more ``COCOeval`` pass per class.
-                ``False`` for speed when only ``map`` / ``map_50`` / ``map_75`` are wanted (e.g. in a bootstrap).
+                ``False`` for speed when only ``map`` / ``map_50`` / ``map_75`` are wanted (for many draws of
+                AP@.5 alone use :meth:`map_50`).
 
         Returns:
             ``map`` (AP@[.5:.95]), ``map_50``, ``map_75``, ``num_images`` and, with ``per_class``, ``ap50_<name>``
@@ -152,11 +164,36 @@ class DetectionScores:
             out.update(self._coco_scores(idx, per_class))
         return out
 
+    def map_50(self, indices: Optional[Sequence[int]] = None) -> float:
+        """COCO AP@.5 of the images ``indices``, equal to ``summary(indices, per_class=False)['map_50']``, fast.
+
+        The first call matches every image's detections to its ground truth once (pycocotools' ``evaluate`` at IoU
+        0.5, area 'all', 100 detections); each call then only ranks the chosen images' matches
+        (``COCOeval.accumulate``): about half a millisecond for 87 images, against a third of a second for
+        :meth:`summary`. Meant for bootstrap draws (repeats count as separate images).
+
+        Args:
+            indices: Positions of the images (in :meth:`add` order); default all.
+
+        Returns:
+            AP@.5 in percent, NaN when no class has ground truth in the images.
+
+        Raises:
+            ValueError: an index out of range.
+        """
+        idx = self._indices(indices)
+        if not idx:
+            return float('nan')
+        if self._matched is None:
+            self._matched = _MatchedImages(self)
+        return self._matched.map_50(idx)
+
     def _coco_scores(self, idx: List[int], per_class: bool) -> Dict[str, float]:
         """torchmetrics' COCO evaluation of the images ``idx`` (not empty), in percent (see :meth:`summary`)."""
         from torchmetrics.detection import MeanAveragePrecision  # imported here: ``import segsr`` stays light
 
-        metric = MeanAveragePrecision(iou_type='bbox', box_format='xyxy', class_metrics=per_class,
+        metric = MeanAveragePrecision(iou_type='bbox', box_format='xyxy', iou_thresholds=_COCO_IOU_THRESHOLDS,
+                                      rec_thresholds=_COCO_RECALL_POINTS, class_metrics=per_class,
                                       extended_summary=per_class, backend='pycocotools')
         metric.update([self.preds[i] for i in idx], [self.targets[i] for i in idx])
         result = metric.compute()
@@ -167,3 +204,55 @@ class DetectionScores:
                 out[f'ap50_{self.class_names[cls]}'] = 100.0 * float(ap50[k])
                 out[f'ap_{self.class_names[cls]}'] = _percent(result['map_per_class'].reshape(-1)[k])
         return out
+
+
+class _MatchedImages:
+    """pycocotools' per-image matches (IoU 0.5, area 'all', 100 detections) of every image of a
+    :class:`DetectionScores`; :meth:`map_50` ranks those of any multiset of the images, as COCO does."""
+
+    def __init__(self, scores: DetectionScores) -> None:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        images = [{'id': i} for i in range(len(scores))]
+        categories = [{'id': k} for k in range(scores.num_classes)]
+        truth, found = [], []
+        for i, (pred, target) in enumerate(zip(scores.preds, scores.targets)):
+            for box, label in zip(target['boxes'].tolist(), target['labels'].tolist()):
+                truth.append(_coco_box(box, i, label, len(truth) + 1))
+            for box, score, label in zip(pred['boxes'].tolist(), pred['scores'].tolist(), pred['labels'].tolist()):
+                found.append(dict(_coco_box(box, i, label, len(found) + 1), score=score))
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports progress on stdout
+            sets = []
+            for annotations in (truth, found):
+                coco = COCO()
+                coco.dataset = {'images': images, 'annotations': annotations, 'categories': categories}
+                coco.createIndex()
+                sets.append(coco)
+            self._eval = COCOeval(sets[0], sets[1], iouType='bbox')
+            params = self._eval.params
+            params.imgIds, params.catIds = list(range(len(scores))), list(range(scores.num_classes))
+            params.iouThrs, params.recThrs = np.array([0.5]), np.array(_COCO_RECALL_POINTS)
+            params.areaRng, params.areaRngLbl, params.maxDets = [[0, 1e10]], ['all'], [100]
+            self._eval.evaluate()
+        self._matches = self._eval.evalImgs  # class k, image i at k * images + i (one area range)
+        self._num_images, self._num_classes = len(scores), scores.num_classes
+
+    def map_50(self, idx: List[int]) -> float:
+        """AP@.5 (percent, NaN without ground truth) of the images ``idx`` (not empty; repeats count)."""
+        draw = copy.copy(self._eval)
+        draw.evalImgs = [self._matches[k * self._num_images + i] for k in range(self._num_classes) for i in idx]
+        draw.params = draw._paramsEval = copy.copy(self._eval.params)
+        draw.params.imgIds = list(range(len(idx)))
+        with contextlib.redirect_stdout(io.StringIO()):
+            draw.accumulate()
+        precision = draw.eval['precision'][0, :, :, 0, 0]  # (recall points, classes); -1: no ground truth
+        defined = precision[precision > -1]
+        return 100.0 * float(defined.mean()) if defined.size else float('nan')
+
+
+def _coco_box(box: Sequence[float], image: int, label: int, ann_id: int) -> dict:
+    """A COCO annotation of a pixel ``x1, y1, x2, y2`` box (area width x height, as torchmetrics gives COCO)."""
+    x1, y1, x2, y2 = box
+    return dict(id=ann_id, image_id=image, category_id=int(label), bbox=[x1, y1, x2 - x1, y2 - y1],
+                area=(x2 - x1) * (y2 - y1), iscrowd=0)

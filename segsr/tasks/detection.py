@@ -138,13 +138,12 @@ class DetectionTask(Task):
         return DetMeter(num_classes, class_names)
 
     def interval(self, stats, reference, block=1, samples=2000, level=0.95, seed=0):
-        """Independent images: the paired image bootstrap of mAP@.5, every draw a COCO evaluation from scratch
-        (about 0.35 s per draw and method at BCCD's val size on 2 cores: lower ``samples`` when that is slow)."""
+        """Independent images: the paired image bootstrap of COCO mAP@.5 (``DetectionScores.map_50``: one COCO
+        matching per method, then about a millisecond per draw)."""
         if len(stats) != len(reference):
             raise ValueError(f'paired bootstrap: {len(stats)} and {len(reference)} images are not the same images.')
-        return paired_image_bootstrap(lambda idx: stats.summary(idx, per_class=False)['map_50'],
-                                      lambda idx: reference.summary(idx, per_class=False)['map_50'], len(stats),
-                                      int(samples), float(level), int(seed))
+        return paired_image_bootstrap(stats.map_50, reference.map_50, len(stats), int(samples), float(level),
+                                      int(seed))
 
     def picture(self, image, prediction, targets, num_classes, palette=None, class_names=None, caption='judge',
                 image_caption='SR'):
