@@ -7,6 +7,8 @@ import itertools
 import json
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import List, Sequence
 
@@ -416,3 +418,28 @@ def test_scan_image_folder_errors(tmp_path):
     _touch(tmp_path / 'dog' / 'notes.txt')
     with pytest.raises(ValueError, match=re.escape(f"Class folder '{tmp_path / 'dog'}' holds no image")):
         scan_image_folder(str(tmp_path))
+
+
+def test_holdout_split_script_links_every_kth_image_per_class(tmp_path):
+    """scripts/holdout_split.py: each class's every k-th image (sorted) is held out, the rest train; links, no copies;
+    a rerun keeps the split, a clash with other files is an error naming the file."""
+    repo = Path(__file__).resolve().parents[1]
+    names = {'cat': [f'{i:02d}.png' for i in range(7)], 'dog': ['a.jpg', 'sub/b.jpg', 'sub/c.jpg']}
+    for cls, files in names.items():
+        for name in files:
+            _touch(tmp_path / 'data' / 'train' / cls / name)
+    out = tmp_path / 'split'
+    cmd = [sys.executable, str(repo / 'scripts' / 'holdout_split.py'), '--root', str(tmp_path / 'data'), '--out',
+           str(out), '--every', '3']
+    for _ in range(2):
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        assert '7 train / 3 held-out' in done.stdout
+    held = sorted(str(p.relative_to(out / 'val')) for p in (out / 'val').rglob('*.*'))
+    assert held == ['cat/02.png', 'cat/05.png', 'dog/sub/c.jpg']
+    kept = sorted(p for p in (out / 'train').rglob('*.*'))
+    assert len(kept) == 7 and all(p.is_symlink() for p in kept)
+    assert (out / 'train' / 'dog' / 'sub' / 'b.jpg').resolve() == tmp_path / 'data' / 'train' / 'dog' / 'sub' / 'b.jpg'
+    (out / 'val' / 'cat' / '02.png').unlink()
+    _touch(out / 'val' / 'cat' / '02.png')
+    clash = subprocess.run(cmd, capture_output=True, text=True)
+    assert clash.returncode != 0 and f"{out / 'val' / 'cat' / '02.png'} exists" in clash.stderr
