@@ -514,6 +514,25 @@ def test_an_evaluation_by_other_frozen_nets_is_redone(tmp_path):
     assert not bench._evaluated('s2t_s0')
 
 
+def test_an_evaluation_by_an_older_scoring_version_is_redone(tmp_path, monkeypatch):
+    """A task's scoring_version is part of what scored a row: a state without one counts as version 1."""
+    from segsr.bench.runner import SCORING_KEY, Benchmark
+
+    bench = Benchmark(load_profile('smoke'), str(tmp_path / 'out'), str(tmp_path / 'data'),
+                      cache_dir=str(tmp_path / 'cache'))
+    np.savez(tmp_path / 'out' / 'state' / 'matrices_s2t_s0.npz',
+             **{name: np.eye(4, dtype=np.int64) for name in bench.builder.judge_names})
+    nets = {k: v for k, v in bench.scored_by().items() if k != SCORING_KEY}
+    assert bench.scored_by()[SCORING_KEY] == 'seg v1' and set(nets) == set(bench.builder.judge_names)
+    state = tmp_path / 'out' / 'state' / 'eval_s2t_s0.json'
+    state.write_text(json.dumps({'summary': {}, 'pictures': {}, 'scored_by': nets}))  # before versions were recorded
+    assert bench._evaluated('s2t_s0')
+    monkeypatch.setattr(type(bench.task), 'scoring_version', 2)
+    assert not bench._evaluated('s2t_s0')
+    state.write_text(json.dumps({'summary': {}, 'pictures': {}, 'scored_by': bench.scored_by()}))
+    assert bench._evaluated('s2t_s0')
+
+
 def _fake_segnet_camvid(src):
     """A SegNet-layout CamVid folder in miniature: class ids 0..11 (11 = Unlabelled), frames of three sequences."""
     rng = np.random.default_rng(0)

@@ -34,6 +34,7 @@ from segsr.utils.visual import save_rgb
 
 
 STATS_SEP = '__'  # ``<net>__<part>``: a net's per-image statistics in several arrays (detection)
+SCORING_KEY = 'scoring'  # scored_by's entry for the task's scoring_version (no frozen net has this name)
 
 
 def save_prediction(base: str, pred) -> None:
@@ -261,18 +262,26 @@ class Benchmark:
         return f'{row.key}_s{seed}' + (f'@{kernel}' if kernel else '')
 
     def scored_by(self) -> Dict[str, str]:
-        """What each frozen net is: its checkpoint (a starting point's folder is named by its options), or the
-        network block of a net that comes with its weights. An evaluation by other nets is redone."""
-        return {name: self.builder.checkpoint(name, 'task') or json.dumps(self.builder.frozen_network(name),
+        """What scored a row: each frozen net (its checkpoint, as a starting point's folder is named by its options,
+        or the network block of a net that comes with its weights) and, under ``scoring``, the task's
+        ``scoring_version``. An evaluation by other nets or by an older version is redone."""
+        nets = {name: self.builder.checkpoint(name, 'task') or json.dumps(self.builder.frozen_network(name),
                                                                             sort_keys=True, default=str)
                 for name in self.builder.judge_names}
+        return {**nets, SCORING_KEY: self._scoring()}
+
+    def _scoring(self) -> str:
+        return f'{self.task.name} v{self.task.scoring_version}'
 
     def _evaluated(self, key: str) -> bool:
         state = self._load_state('eval', key)
         if not (state and osp.isfile(self._state('matrices', key, 'npz'))):
             return False
-        if state.get('scored_by') != self.scored_by():  # also an evaluation from before a judge was added
-            self.logger.info(f'{key}: scored by other frozen nets (or before they were recorded); scoring again.')
+        recorded = dict(state.get('scored_by') or {})
+        recorded.setdefault(SCORING_KEY, f'{self.task.name} v1')  # recorded before versions were
+        if recorded != self.scored_by():  # also an evaluation from before a judge was added
+            self.logger.info(f'{key}: scored by other frozen nets or an older scoring version ({recorded}); '
+                             'scoring again.')
             return False
         return True
 

@@ -96,6 +96,8 @@ class Task:
         loss_types: Loss types a ``task_<view>_opt`` / ``sr_ce_opt`` block may use, for the error message.
         supports_views: Whether :class:`segsr.data.task_views.TaskViews` can move the targets with the image.
         report_metrics: ``(summary key, column label)`` of the metrics tables show, the main one first.
+        scoring_version: Raised whenever the task's scores of the same predictions change (a metric fix); the
+            benchmark scores again every row scored by an older version (a record without one counts as 1).
     """
 
     name = ''
@@ -105,6 +107,7 @@ class Task:
     loss_types: Tuple[str, ...] = ()
     supports_views = False
     report_metrics: Tuple[Tuple[str, str], ...] = ()
+    scoring_version = 1
 
     def __repr__(self) -> str:
         return f'<task {self.name}>'

@@ -86,6 +86,7 @@ class DetectionTask(Task):
     main_metric = 'map_50'
     loss_types = ('DetectionLoss', )
     report_metrics = (('map_50', 'mAP@.5'), ('map', 'mAP@[.5:.95]'))
+    scoring_version = 2  # 2: COCO's float64 recall / IoU points (torchmetrics' float32 ones moved some APs)
 
     def targets(self, data, device):
         return unpad_targets(data, device) if 'boxes' in data else None
