@@ -277,11 +277,12 @@ class Benchmark:
         state = self._load_state('eval', key)
         if not (state and osp.isfile(self._state('matrices', key, 'npz'))):
             return False
-        recorded = dict(state.get('scored_by') or {})
+        recorded, current = dict(state.get('scored_by') or {}), self.scored_by()
         recorded.setdefault(SCORING_KEY, f'{self.task.name} v1')  # recorded before versions were
-        if recorded != self.scored_by():  # also an evaluation from before a judge was added
-            self.logger.info(f'{key}: scored by other frozen nets or an older scoring version ({recorded}); '
-                             'scoring again.')
+        changed = sorted(name for name in set(recorded) | set(current) if recorded.get(name) != current.get(name))
+        if changed:  # also an evaluation from before a judge was added
+            self.logger.info(f"{key}: scored by other frozen nets or an older scoring version ({', '.join(changed)} "
+                             'changed); scoring again.')
             return False
         return True
 
