@@ -494,15 +494,22 @@ def test_changed_options_are_not_resumed_into_a_finished_run(tmp_path):
         Benchmark(profile, str(tmp_path / 'out'), str(tmp_path / 'data'), l1_start='nope.pth')
 
 
+def _smoke_bench_with_matrices(tmp_path, profile):
+    """A smoke Benchmark in ``tmp_path`` whose row s2t_s0 has saved matrices, and the path of its eval state."""
+    from segsr.bench.runner import Benchmark
+
+    bench = Benchmark(profile, str(tmp_path / 'out'), str(tmp_path / 'data'), cache_dir=str(tmp_path / 'cache'))
+    np.savez(tmp_path / 'out' / 'state' / 'matrices_s2t_s0.npz',
+             **{name: np.eye(4, dtype=np.int64) for name in bench.builder.judge_names})
+    return bench, tmp_path / 'out' / 'state' / 'eval_s2t_s0.json'
+
+
 def test_an_evaluation_by_other_frozen_nets_is_redone(tmp_path):
     """A row's scores are reused only when the same frozen nets (the same checkpoints) made them."""
     from segsr.bench.runner import Benchmark
 
     profile = load_profile('smoke')
-    bench = Benchmark(profile, str(tmp_path / 'out'), str(tmp_path / 'data'), cache_dir=str(tmp_path / 'cache'))
-    np.savez(tmp_path / 'out' / 'state' / 'matrices_s2t_s0.npz',
-             **{name: np.eye(4, dtype=np.int64) for name in bench.builder.judge_names})
-    state = tmp_path / 'out' / 'state' / 'eval_s2t_s0.json'
+    bench, state = _smoke_bench_with_matrices(tmp_path, profile)
     state.write_text(json.dumps({'summary': {}, 'pictures': {}, 'scored_by': bench.scored_by()}))
     assert bench._evaluated('s2t_s0')
     other = Benchmark(deep_merge(profile, {'judge': {'iters': 3}}), str(tmp_path / 'out'), str(tmp_path / 'data'),
@@ -516,15 +523,11 @@ def test_an_evaluation_by_other_frozen_nets_is_redone(tmp_path):
 
 def test_an_evaluation_by_an_older_scoring_version_is_redone(tmp_path, monkeypatch):
     """A task's scoring_version is part of what scored a row: a state without one counts as version 1."""
-    from segsr.bench.runner import SCORING_KEY, Benchmark
+    from segsr.bench.runner import SCORING_KEY
 
-    bench = Benchmark(load_profile('smoke'), str(tmp_path / 'out'), str(tmp_path / 'data'),
-                      cache_dir=str(tmp_path / 'cache'))
-    np.savez(tmp_path / 'out' / 'state' / 'matrices_s2t_s0.npz',
-             **{name: np.eye(4, dtype=np.int64) for name in bench.builder.judge_names})
+    bench, state = _smoke_bench_with_matrices(tmp_path, load_profile('smoke'))
     nets = {k: v for k, v in bench.scored_by().items() if k != SCORING_KEY}
     assert bench.scored_by()[SCORING_KEY] == 'seg v1' and set(nets) == set(bench.builder.judge_names)
-    state = tmp_path / 'out' / 'state' / 'eval_s2t_s0.json'
     state.write_text(json.dumps({'summary': {}, 'pictures': {}, 'scored_by': nets}))  # before versions were recorded
     assert bench._evaluated('s2t_s0')
     monkeypatch.setattr(type(bench.task), 'scoring_version', 2)

@@ -268,17 +268,17 @@ class Benchmark:
         nets = {name: self.builder.checkpoint(name, 'task') or json.dumps(self.builder.frozen_network(name),
                                                                             sort_keys=True, default=str)
                 for name in self.builder.judge_names}
-        return {**nets, SCORING_KEY: self._scoring()}
+        return {**nets, SCORING_KEY: self._scoring(self.task.scoring_version)}
 
-    def _scoring(self) -> str:
-        return f'{self.task.name} v{self.task.scoring_version}'
+    def _scoring(self, version: int) -> str:
+        return f'{self.task.name} v{version}'
 
     def _evaluated(self, key: str) -> bool:
         state = self._load_state('eval', key)
         if not (state and osp.isfile(self._state('matrices', key, 'npz'))):
             return False
         recorded, current = dict(state.get('scored_by') or {}), self.scored_by()
-        recorded.setdefault(SCORING_KEY, f'{self.task.name} v1')  # recorded before versions were
+        recorded.setdefault(SCORING_KEY, self._scoring(1))  # recorded before versions were
         changed = sorted(name for name in set(recorded) | set(current) if recorded.get(name) != current.get(name))
         if changed:  # also an evaluation from before a judge was added
             self.logger.info(f"{key}: scored by other frozen nets or an older scoring version ({', '.join(changed)} "
